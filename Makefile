@@ -1,0 +1,37 @@
+# Every target does its own set-up: `make serve` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+MODEL ?= tiny
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: install serve generate test lint typecheck check clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+# A first image with no server and no download: make generate PROMPT="a red fox"
+PROMPT ?= a moss covered astronaut
+generate: install
+	$(BIN)/kandinsky-serve generate "$(PROMPT)" --model $(MODEL) --width 512 --height 512 -o out.png
+
+test: install
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+typecheck: install
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,3 @@
+from kandinsky_serve.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Kandinsky 2.2 and 2.1 on diffusers. Knows nothing of HTTP or queues."""

@@ -1,0 +1,122 @@
+"""The decoder denoising loop, one loop for every task and both families.
+
+It owns what the diffusers Kandinsky loops get wrong for a server (reference §7): CFG off with
+several images works, each row of a batch keeps its own init image, mask and generator (diffusers
+blends every row with image[:1]), schedulers are driven through SchedulerAdapter, and rows of a
+canceled request are dropped between steps while the rest of the batch carries on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from kandinsky_serve.engine.schedulers import SchedulerAdapter
+
+# Called after each step with (steps done, total); returns a bool mask of the rows to keep,
+# or None to keep them all. Raising stops the whole run.
+StepCheck = Callable[[int, int], torch.Tensor | None]
+
+
+@dataclass
+class Conditioning:
+    """UNet conditioning per row. `encoder_hidden_states` (2.1's text) goes to the UNet's
+    encoder_hidden_states; every other key to added_cond_kwargs (image_embeds, text_embeds, hint)."""
+
+    cond: dict[str, torch.Tensor]
+    uncond: dict[str, torch.Tensor]
+
+    def unet_kwargs(self, cfg: bool) -> dict[str, object]:
+        rows = {k: torch.cat([self.uncond[k], v]) if cfg else v for k, v in self.cond.items()}
+        hidden = rows.pop("encoder_hidden_states", None)
+        return {"encoder_hidden_states": hidden, "added_cond_kwargs": rows}
+
+    def select(self, keep: torch.Tensor) -> Conditioning:
+        return Conditioning({k: v[keep] for k, v in self.cond.items()}, {k: v[keep] for k, v in self.uncond.items()})
+
+
+@dataclass
+class Inpainting:
+    image_latents: torch.Tensor  # (n, 4, h, w): the MoVQ-encoded input image
+    keep: torch.Tensor  # (n, 1, h, w): 1 = keep, 0 = repaint
+    noise: torch.Tensor  # (n, 4, h, w): the run's initial unit noise, to re-noise the kept region
+    masked: torch.Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.masked = self.image_latents * self.keep
+
+    def select(self, keep: torch.Tensor) -> Inpainting:
+        return Inpainting(self.image_latents[keep], self.keep[keep], self.noise[keep])
+
+
+@dataclass
+class DenoiseJob:
+    latents: torch.Tensor  # (n, 4, h, w), already noised and scaled for the first timestep
+    conditioning: Conditioning
+    generators: list[torch.Generator]
+    timesteps: torch.Tensor
+    guidance_scale: float
+    inpainting: Inpainting | None = None
+
+    def select(self, keep: torch.Tensor) -> DenoiseJob:
+        return replace(
+            self,
+            latents=self.latents[keep],
+            conditioning=self.conditioning.select(keep),
+            generators=[g for g, k in zip(self.generators, keep.tolist(), strict=True) if k],
+            inpainting=self.inpainting.select(keep) if self.inpainting else None,
+        )
+
+
+@dataclass
+class DenoiseResult:
+    latents: torch.Tensor
+    rows: torch.Tensor  # indices into the original rows of those still present
+
+
+def denoise(
+    unet: torch.nn.Module,
+    scheduler: SchedulerAdapter,
+    job: DenoiseJob,
+    check: StepCheck | None = None,
+) -> DenoiseResult:
+    cfg = job.guidance_scale > 1.0
+    channels = job.latents.shape[1]
+    rows = torch.arange(job.latents.shape[0])
+    kwargs = job.conditioning.unet_kwargs(cfg)
+    total = len(job.timesteps)
+
+    for i, t in enumerate(job.timesteps):
+        model_in = scheduler.scale_model_input(job.latents, t)
+        if job.inpainting is not None:
+            model_in = torch.cat([model_in, job.inpainting.masked, job.inpainting.keep], dim=1)
+        if cfg:
+            model_in = torch.cat([model_in, model_in])
+        out = unet(sample=model_in, timestep=t, return_dict=False, **kwargs)[0]
+        if cfg:
+            eps, variance = out.split(channels, dim=1)
+            eps_uncond, eps_cond = eps.chunk(2)
+            eps = eps_uncond + job.guidance_scale * (eps_cond - eps_uncond)
+            out = torch.cat([eps, variance.chunk(2)[1]], dim=1)
+        if not scheduler.spec.learned_variance:
+            out = out[:, :channels]
+        job.latents = scheduler.step(out, t, job.latents, job.generators)
+
+        if job.inpainting is not None:
+            known = job.inpainting.image_latents
+            if i + 1 < total:
+                known = scheduler.add_noise(known, job.inpainting.noise, job.timesteps[i + 1])
+            keep = job.inpainting.keep
+            job.latents = keep * known + (1.0 - keep) * job.latents
+
+        keep_rows = check(i + 1, total) if check is not None else None
+        if keep_rows is not None and not bool(keep_rows.all()):
+            on_device = keep_rows.to(job.latents.device)
+            scheduler.keep_rows(on_device, job.latents.shape[0])
+            job = job.select(on_device)
+            rows = rows[keep_rows.cpu()]
+            kwargs = job.conditioning.unet_kwargs(cfg)
+
+    return DenoiseResult(job.latents, rows)
