@@ -4,7 +4,6 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MODEL ?= tiny
-export HF_HUB_OFFLINE ?= 1
 
 .PHONY: install serve generate test lint typecheck check clean
 
@@ -15,6 +14,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
+
+# The API and its workers on this machine, jobs in ./data (SQLite). MODEL=kandinsky-2.2 for real weights.
+serve: install
+	$(BIN)/kandinsky-serve serve --model $(MODEL)
 
 # A first image with no server and no download: make generate PROMPT="a red fox"
 PROMPT ?= a moss covered astronaut

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import typer
@@ -203,6 +203,43 @@ def generate(
             path.write_bytes(encode_image(picture, out_format.value, quality))
             typer.echo(f"wrote {path} ({picture.width}x{picture.height})")
     typer.echo("seeds: " + ", ".join(str(s) for s in result.seeds))
+
+
+@app.command()
+def serve(
+    model: Annotated[str | None, typer.Option(help="model id or local weights folder [env KS_MODEL]")] = None,
+    host: Annotated[str | None, typer.Option(help="listen address [env KS_HOST, default 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="listen port [env KS_PORT, default 8000]")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="jobs, inputs and outputs [env KS_DATA_DIR, default ./data]")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="worker processes; 0 = one per GPU [env KS_WORKERS]")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N [env KS_DEVICE]")] = None,
+) -> None:
+    """Run the API and its GPU workers on this machine, with the embedded job store."""
+    import logging
+
+    import uvicorn
+
+    from kandinsky_serve.api.app import create_app
+
+    overrides: dict[str, Any] = {
+        "model": model,
+        "host": host,
+        "port": port,
+        "data_dir": data_dir,
+        "workers": workers,
+        "device": device,
+    }
+    try:
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+        from kandinsky_serve.engine.registry import resolve_model
+
+        resolve_model(settings.model)  # an unknown model is a one-line error, before anything starts
+    except ServeError as error:
+        raise _fail(error) from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
 
 
 @app.command()

@@ -18,3 +18,24 @@ class Settings(BaseSettings):
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
     dtype: str = Field(default="auto", description="auto (fp16 on CUDA, fp32 on CPU), fp16, bf16 or fp32")
     data_dir: Path = Field(default=Path("data"), description="where jobs, inputs and outputs are kept")
+    host: str = Field(default="127.0.0.1", description="address the API listens on (0.0.0.0 to accept others)")
+    port: int = Field(default=8000, ge=0, le=65535, description="port the API listens on")
+    public_url: str | None = Field(
+        default=None, description="base URL clients reach this server at, for absolute URLs (default: from the request)"
+    )
+    workers: int = Field(default=0, ge=0, description="worker processes; 0 = one per GPU, or one on a CPU machine")
+    max_batch: int = Field(default=4, ge=1, le=32, description="most jobs one worker runs as one batch")
+    batch_window_ms: int = Field(default=20, ge=0, description="how long an idle worker waits for a batch to fill")
+    lease_seconds: float = Field(default=30.0, gt=0, description="a worker's hold on its jobs, renewed by heartbeats")
+    max_attempts: int = Field(default=3, ge=1, description="tries before a job whose worker keeps dying fails")
+    drain_seconds: float = Field(default=30.0, ge=0, description="on shutdown, how long a running batch may finish")
+    retention_seconds: float = Field(default=3600.0, gt=0, description="how long inputs and outputs are kept")
+    max_queue: int = Field(default=1000, ge=1, description="queued jobs beyond which new work is refused (503)")
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "jobs.sqlite3"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"

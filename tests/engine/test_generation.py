@@ -6,7 +6,6 @@ import torch
 
 from kandinsky_serve.domain import ErrorCode, GenerationRequest, ServeError, Stage
 from kandinsky_serve.domain.errors import Canceled
-from kandinsky_serve.engine.engine import batch_key
 
 FAST = {"steps": 4, "prior_steps": 3}
 
@@ -95,7 +94,7 @@ def test_a_batch_of_four_requests_equals_four_single_runs(engine22):
         make(prompt="a red fox", seed=1),
     ]
     batch = [r.model_copy(update={"width": 64, "height": 64}) for r in batch]
-    assert len({batch_key(r) for r in batch}) == 1
+    assert len({r.batch_key for r in batch}) == 1
     together = engine22.run_batch(batch)
     for one, result in zip(batch, together, strict=True):
         alone = engine22.run(one)

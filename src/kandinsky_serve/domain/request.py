@@ -145,6 +145,13 @@ class GenerationRequest(BaseModel):
         return [self.seed + i for i in range(self.num_images)]
 
     @property
+    def batch_key(self) -> str:
+        """Requests with equal keys can share one batch: one prior run, one decoder loop."""
+        strength = self.strength if self.task is Task.IMG2IMG else None
+        shared = (self.model, self.task.value, self.width, self.height, self.steps, self.prior_steps, self.scheduler)
+        return "|".join(str(p) for p in (*shared, self.guidance_scale, self.prior_guidance_scale, strength))
+
+    @property
     def pixels(self) -> int:
         return self.width * self.height * self.num_images
 

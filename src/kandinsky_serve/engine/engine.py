@@ -19,11 +19,11 @@ from kandinsky_serve.engine.conditioning import memoize_hint
 from kandinsky_serve.engine.devices import resolve_device, resolve_dtype
 from kandinsky_serve.engine.prior import PriorRunner
 from kandinsky_serve.engine.registry import ModelSpec, resolve_model
-from kandinsky_serve.engine.result import GenerationResult, batch_key
+from kandinsky_serve.engine.result import GenerationResult
 from kandinsky_serve.engine.run import CancelCheck, ProgressCallback, Run
 from kandinsky_serve.engine.sources import DecoderTextParts, Family, UNetKind
 
-__all__ = ["CancelCheck", "Engine", "GenerationResult", "ProgressCallback", "batch_key"]
+__all__ = ["CancelCheck", "Engine", "GenerationResult", "ProgressCallback"]
 
 
 class Engine:
@@ -76,8 +76,8 @@ class Engine:
     ) -> list[GenerationResult | None]:
         """Results in request order; None for a request canceled while the others went on."""
         prepared = [self._prepare(r) for r in requests]
-        if len({batch_key(r) for r in prepared}) > 1:
-            raise ValueError("run_batch needs requests with equal batch_key()")
+        if len({r.batch_key for r in prepared}) > 1:
+            raise ValueError("run_batch needs requests with equal batch_key")
         with torch.inference_mode(), self._out_of_memory_guard(prepared):
             return Run(self, prepared, on_progress, cancels).execute()
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from kandinsky_serve.domain.request import GenerationRequest, Task
+from kandinsky_serve.domain.request import GenerationRequest
 from kandinsky_serve.engine.images import to_pil
 
 
@@ -26,20 +25,3 @@ class GenerationResult:
     @property
     def images(self) -> list[Image.Image]:
         return [to_pil(p) for p in self.pixels]
-
-
-def batch_key(request: GenerationRequest) -> tuple[Any, ...]:
-    """Requests with equal keys can share one batch: one prior run, one decoder loop."""
-    strength = request.strength if request.task is Task.IMG2IMG else None
-    return (
-        request.model,
-        request.task,
-        request.width,
-        request.height,
-        request.steps,
-        request.prior_steps,
-        request.scheduler,
-        request.guidance_scale,
-        request.prior_guidance_scale,
-        strength,
-    )

@@ -1,0 +1,73 @@
+"""create_app(settings): the FastAPI app. Everything it uses is built in the lifespan from settings."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from kandinsky_serve import __version__
+from kandinsky_serve.api import errors, health, native
+from kandinsky_serve.api.dialects import segmind
+from kandinsky_serve.api.state import AppState
+from kandinsky_serve.domain.events import ProgressEvent
+from kandinsky_serve.notify import LocalNotifier
+from kandinsky_serve.service import JobService
+from kandinsky_serve.settings import Settings
+from kandinsky_serve.store.factory import open_blobs, open_store
+from kandinsky_serve.worker.janitor import Janitor
+from kandinsky_serve.worker.messages import Wake
+from kandinsky_serve.worker.supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, *, run_workers: bool = True) -> FastAPI:
+    """The API; with run_workers it also supervises one worker process per device (`serve`)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        notifier = LocalNotifier()
+        notifier.bind(asyncio.get_running_loop())
+        store, blobs = open_store(settings), open_blobs(settings)
+        supervisor = None
+        if run_workers:
+
+            def progressed(job_ids: tuple[str, ...], event: ProgressEvent) -> None:
+                notifier.publish(job_ids, event)
+
+            supervisor = Supervisor(settings, notifier.publish, progressed)
+        service = JobService(settings, store, blobs, notifier, supervisor)
+
+        def requeued() -> None:
+            if supervisor is not None:
+                supervisor.broadcast(Wake())
+
+        janitor = Janitor(settings, store, blobs, notifier.publish, requeued)
+        app.state.ks = AppState(settings, service, notifier, supervisor, janitor)
+        if supervisor is not None:
+            supervisor.start()
+        janitor.start()
+        log.info("serving %s from %s", service.model.id, settings.data_dir)
+        try:
+            yield
+        finally:
+            janitor.stop()
+            if supervisor is not None:
+                await asyncio.to_thread(supervisor.stop)
+            store.close()
+
+    app = FastAPI(
+        title="kandinsky-serve",
+        version=__version__,
+        description="Self-hosted Kandinsky 2.x image generation.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(native.router)
+    app.include_router(segmind.router)
+    return app

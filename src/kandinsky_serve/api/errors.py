@@ -1,0 +1,55 @@
+"""Errors on the wire: one ServeError taxonomy, rendered in the shape of the dialect that was called.
+
+A route's first tag names its dialect; each dialect registers how it renders an error. Request
+bodies FastAPI cannot parse become invalid_input errors that name the field, never a bare 422.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+
+from kandinsky_serve.domain.errors import ErrorCode, ServeError, invalid
+
+Renderer = Callable[[ServeError], Response]
+
+
+def native_error(error: ServeError) -> Response:
+    body = {"error": {"code": error.code.value, "message": error.message, "field": error.field}}
+    return JSONResponse(body, status_code=error.http_status)
+
+
+_RENDERERS: dict[str, Renderer] = {"native": native_error}
+
+
+def register_renderer(dialect: str, renderer: Renderer) -> None:
+    _RENDERERS[dialect] = renderer
+
+
+def render(request: Request, error: ServeError) -> Response:
+    route = request.scope.get("route")
+    tags = getattr(route, "tags", None) or ["native"]
+    return _RENDERERS.get(str(tags[0]), native_error)(error)
+
+
+def install(app: FastAPI) -> None:
+    async def on_serve_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ServeError)
+        return render(request, exc)
+
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        first = exc.errors()[0] if exc.errors() else {"loc": ("body",), "msg": "invalid request"}
+        loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path", "header")]
+        field = ".".join(loc) or "body"
+        return render(request, invalid(field, str(first.get("msg", "is invalid"))))
+
+    app.add_exception_handler(ServeError, on_serve_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+
+
+def not_found(what: str) -> ServeError:
+    return ServeError(ErrorCode.NOT_FOUND, f"{what} not found.")

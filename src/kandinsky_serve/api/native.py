@@ -1,0 +1,114 @@
+"""The native API: the canonical request in, the canonical job out, plus live progress."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import StreamingResponse
+
+from kandinsky_serve.api.errors import not_found
+from kandinsky_serve.api.state import Owner, Service
+from kandinsky_serve.api.urls import file_url
+from kandinsky_serve.domain.events import ProgressEvent
+from kandinsky_serve.domain.job import Job
+from kandinsky_serve.domain.request import GenerationRequest
+from kandinsky_serve.service import JobService
+
+router = APIRouter(prefix="/v1", tags=["native"])
+
+_INPUT_BYTES = {"image", "mask", "hint", "fuse"}
+
+
+def _progress(event: ProgressEvent) -> dict[str, Any]:
+    return {"stage": event.stage.value, "step": event.step, "total": event.total}
+
+
+def job_view(request: Request, job: Job, service: JobService | None = None) -> dict[str, Any]:
+    progress = service.notifier.progress(job.id) if service is not None and not job.state.terminal else None
+    outputs = [{"url": file_url(request, o.key), "seed": o.seed, "content_type": o.content_type} for o in job.outputs]
+    return {
+        "id": job.id,
+        "state": job.state.value,
+        "created_at": job.created_at.isoformat(),
+        "started_at": job.started_at.isoformat() if job.started_at else None,
+        "completed_at": job.completed_at.isoformat() if job.completed_at else None,
+        "attempts": job.attempts,
+        "request": job.request.model_dump(mode="json", exclude=_INPUT_BYTES),
+        "outputs": outputs,
+        "error": {"code": job.error_code.value, "message": job.error_message} if job.error_code else None,
+        "progress": _progress(progress) if progress else None,
+        "metrics": {"queue_time": job.queue_time, "predict_time": job.predict_time, "total_time": job.total_time},
+        "data_removed": job.data_removed,
+    }
+
+
+@router.post("/jobs", status_code=201)
+async def create_job(
+    body: GenerationRequest, request: Request, service: Service, owner: Owner, wait: float = 0
+) -> dict[str, Any]:
+    """Queue a generation. With `?wait=N` the response waits up to N seconds for the result."""
+    job = service.submit(body, owner)
+    if wait > 0:
+        job = await service.wait(job.id, owner, min(wait, 600))
+    return job_view(request, job, service)
+
+
+@router.get("/jobs/{job_id}")
+def get_job(job_id: str, request: Request, service: Service, owner: Owner) -> dict[str, Any]:
+    """The job, with its log lines (batching, progress in tqdm style)."""
+    view = job_view(request, service.get(job_id, owner), service)
+    view["logs"] = "\n".join(e.message for e in service.store.events(job_id) if e.message)
+    return view
+
+
+@router.get("/jobs")
+def list_jobs(
+    request: Request, service: Service, owner: Owner, cursor: str | None = None, limit: int = 50
+) -> dict[str, Any]:
+    page = service.list(owner, limit=max(1, min(limit, 100)), cursor=cursor)
+    return {"jobs": [job_view(request, job) for job in page.jobs], "next_cursor": page.next_cursor}
+
+
+@router.post("/jobs/{job_id}/cancel")
+def cancel_job(job_id: str, request: Request, service: Service, owner: Owner) -> dict[str, Any]:
+    """Cancel: a queued job at once, a running one at its next step."""
+    return job_view(request, service.cancel(job_id, owner), service)
+
+
+@router.get("/jobs/{job_id}/events")
+async def job_events(job_id: str, request: Request, service: Service, owner: Owner) -> StreamingResponse:
+    """Server-sent events: `progress` at every step, then one `done` with the final job."""
+    service.get(job_id, owner)
+
+    async def stream() -> AsyncIterator[str]:
+        last = None
+        while True:
+            job = service.get(job_id, owner)
+            if job.state.terminal:
+                yield f"event: done\ndata: {json.dumps(job_view(request, job))}\n\n"
+                return
+            progress = service.notifier.progress(job_id)
+            if progress is not None and progress != last:
+                last = progress
+                data = {
+                    "state": job.state.value,
+                    "stage": progress.stage.value,
+                    "step": progress.step,
+                    "total": progress.total,
+                }
+                yield f"event: progress\ndata: {json.dumps(data)}\n\n"
+            elif not await service.notifier.wait(job_id, 15.0):
+                yield ": keep-alive\n\n"
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/files/{key:path}")
+def get_file(key: str, service: Service) -> Response:
+    blob = service.blobs.get(key) if key.startswith("outputs/") else None
+    if blob is None:
+        raise not_found("File")
+    return Response(blob.data, media_type=blob.content_type)

@@ -1,0 +1,136 @@
+"""Job: one GenerationRequest on its way through the queue, with an explicit state machine.
+
+queued -> running -> succeeded | failed | canceled; running -> queued when a worker is lost and the
+job is retried. Terminal states are final. Every store asserts transitions through `JobState.advance`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from kandinsky_serve.domain.errors import ErrorCode
+from kandinsky_serve.domain.events import ProgressEvent, Stage
+from kandinsky_serve.domain.request import GenerationRequest
+
+
+class InvalidTransition(RuntimeError):
+    pass
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in _TERMINAL
+
+    def advance(self, to: JobState) -> JobState:
+        if to not in _ALLOWED[self]:
+            raise InvalidTransition(f"a {self.value} job cannot become {to.value}")
+        return to
+
+
+_TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELED})
+_ALLOWED: dict[JobState, frozenset[JobState]] = {
+    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELED, JobState.FAILED}),
+    JobState.RUNNING: frozenset({JobState.QUEUED, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELED}),
+    JobState.SUCCEEDED: frozenset(),
+    JobState.FAILED: frozenset(),
+    JobState.CANCELED: frozenset(),
+}
+
+
+def new_job_id() -> str:
+    """26 lowercase base32 characters, time-ordered (so ids sort by creation), like Replicate's."""
+    stamp = time.time_ns() // 1_000_000
+    raw = stamp.to_bytes(6, "big") + os.urandom(10)
+    alphabet = "0123456789abcdefghjkmnpqrstvwxyz"
+    value = int.from_bytes(raw, "big")
+    return "".join(alphabet[(value >> (5 * i)) & 31] for i in reversed(range(26)))
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Output(BaseModel):
+    """One generated image, kept in the BlobStore under `key`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    seed: int
+    content_type: str
+
+
+class JobEvent(BaseModel):
+    """Something that happened to a running job: a progress step and/or a log line."""
+
+    model_config = ConfigDict(frozen=True)
+
+    seq: int = 0  # assigned by the store, increasing per job
+    at: datetime = Field(default_factory=utcnow)
+    stage: Stage | None = None
+    step: int | None = None
+    total: int | None = None
+    message: str | None = None
+
+    @classmethod
+    def progress(cls, event: ProgressEvent) -> JobEvent:
+        return cls(stage=event.stage, step=event.step, total=event.total, message=tqdm_line(event))
+
+
+def tqdm_line(event: ProgressEvent) -> str:
+    """A progress line in the tqdm format Replicate clients parse for their progress bars."""
+    percent = int(100 * event.step / event.total) if event.total else 100
+    filled = percent // 10
+    bar = "█" * filled + " " * (10 - filled)
+    return f"{event.stage.value}: {percent:3d}%|{bar}| {event.step}/{event.total}"
+
+
+class Job(BaseModel):
+    model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
+
+    id: str = Field(default_factory=new_job_id)
+    owner: str
+    request: GenerationRequest
+    state: JobState = JobState.QUEUED
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    attempts: int = 0
+    error_code: ErrorCode | None = None
+    error_message: str | None = None
+    outputs: list[Output] = Field(default_factory=list)
+    cancel_requested: bool = False
+    data_removed: bool = False
+    # what a dialect needs to render the job later (Replicate version, webhook, ...); opaque here
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def batch_key(self) -> str:
+        return self.request.batch_key
+
+    @property
+    def queue_time(self) -> float | None:
+        return (self.started_at - self.created_at).total_seconds() if self.started_at else None
+
+    @property
+    def predict_time(self) -> float | None:
+        if self.started_at and self.completed_at:
+            return (self.completed_at - self.started_at).total_seconds()
+        return None
+
+    @property
+    def total_time(self) -> float | None:
+        return (self.completed_at - self.created_at).total_seconds() if self.completed_at else None

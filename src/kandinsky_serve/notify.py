@@ -1,0 +1,68 @@
+"""Notifier: wakes the requests waiting on a job the moment a worker reports a change.
+
+Publishing is thread-safe (the supervisor's watcher thread publishes); waiting is async.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Protocol
+
+from kandinsky_serve.domain.events import ProgressEvent
+
+
+class Notifier(Protocol):
+    def publish(self, job_ids: Iterable[str], progress: ProgressEvent | None = None) -> None: ...
+
+    async def wait(self, job_id: str, timeout: float) -> bool:
+        """True if the job changed within timeout seconds."""
+        ...
+
+    def progress(self, job_id: str) -> ProgressEvent | None:
+        """The job's latest live progress, if it is running here."""
+        ...
+
+
+class LocalNotifier:
+    """For one process that hosts the API: asyncio events set from any thread."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiters: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
+        self._progress: dict[str, ProgressEvent] = {}
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def publish(self, job_ids: Iterable[str], progress: ProgressEvent | None = None) -> None:
+        ids = tuple(job_ids)
+        for job_id in ids:
+            if progress is None:
+                self._progress.pop(job_id, None)
+            else:
+                self._progress[job_id] = progress
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake, ids)
+
+    def _wake(self, job_ids: tuple[str, ...]) -> None:
+        for job_id in job_ids:
+            for event in self._waiters.get(job_id, ()):
+                event.set()
+
+    async def wait(self, job_id: str, timeout: float) -> bool:
+        event = asyncio.Event()
+        self._waiters[job_id].add(event)
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._waiters[job_id].discard(event)
+            if not self._waiters[job_id]:
+                del self._waiters[job_id]
+
+    def progress(self, job_id: str) -> ProgressEvent | None:
+        return self._progress.get(job_id)

@@ -1,0 +1,96 @@
+"""JobStore: every durable fact about jobs. One contract, one test suite, several backends.
+
+Leases: a worker that takes jobs holds them until `lease_expires`; it extends the lease with
+`heartbeat` while it works, so a long job is never taken from a live worker, and `reclaim` gives
+the jobs of a dead worker back to the queue (or fails them after `max_attempts`). Only the worker
+that holds a lease can finish the job, so a job is finished once even when two workers ran it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from kandinsky_serve.domain.errors import ErrorCode
+from kandinsky_serve.domain.job import Job, JobEvent, JobState, Output
+
+
+@dataclass(frozen=True)
+class JobPage:
+    jobs: list[Job]
+    next_cursor: str | None  # pass as `cursor` for the next (older) page; None on the last page
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    held: set[str] = field(default_factory=set)  # of the ids sent, those this worker still holds
+    cancel_requested: set[str] = field(default_factory=set)  # of those, the ones to stop
+
+
+class JobStore(Protocol):
+    def enqueue(self, job: Job) -> Job:
+        """Stores a new QUEUED job (created_at, state and attempts as given) and returns it."""
+        ...
+
+    def get(self, job_id: str) -> Job | None: ...
+
+    def list_jobs(self, owner: str, *, limit: int = 100, cursor: str | None = None) -> JobPage:
+        """The owner's jobs, newest first, `limit` at a time."""
+        ...
+
+    def lease(self, worker: str, *, max_batch: int, lease_seconds: float) -> list[Job]:
+        """Claims the oldest QUEUED job and up to max_batch - 1 more QUEUED jobs with the same batch_key
+        (oldest first) for `worker`: RUNNING, attempts + 1, started_at set if unset, leased until now +
+        lease_seconds. Atomic: no job is handed to two workers. [] when nothing is queued."""
+        ...
+
+    def heartbeat(self, worker: str, job_ids: Sequence[str], lease_seconds: float) -> Heartbeat:
+        """Extends to now + lease_seconds the leases `worker` still holds among job_ids."""
+        ...
+
+    def complete(self, job_id: str, worker: str, outputs: Sequence[Output]) -> bool:
+        """RUNNING -> SUCCEEDED with its outputs, if `worker` holds the lease; else False and no change."""
+        ...
+
+    def fail(self, job_id: str, worker: str, code: ErrorCode, message: str) -> bool:
+        """RUNNING -> FAILED, if `worker` holds the lease; else False and no change."""
+        ...
+
+    def finish_canceled(self, job_id: str, worker: str) -> bool:
+        """RUNNING -> CANCELED once the worker has stopped it, if `worker` holds the lease."""
+        ...
+
+    def release(self, job_id: str, worker: str) -> bool:
+        """RUNNING -> QUEUED without counting the attempt (a draining worker gives work back)."""
+        ...
+
+    def cancel(self, job_id: str) -> Job | None:
+        """QUEUED -> CANCELED at once; RUNNING: cancel_requested set, the worker stops it at its next
+        step; terminal: unchanged. The job after the change; None if there is no such job."""
+        ...
+
+    def add_events(self, job_id: str, events: Sequence[JobEvent]) -> None:
+        """Appends progress events and log lines; the store numbers them (seq 1, 2, ... per job)."""
+        ...
+
+    def events(self, job_id: str, after: int = 0) -> list[JobEvent]:
+        """The job's events with seq > after, in order."""
+        ...
+
+    def reclaim(self, *, max_attempts: int) -> list[Job]:
+        """RUNNING jobs whose lease has expired go back to QUEUED, or become FAILED with worker_lost
+        once attempts >= max_attempts. Returns the jobs changed, as they are now."""
+        ...
+
+    def expire(self, completed_before: datetime) -> list[str]:
+        """Terminal jobs completed before the time whose data is still kept: input images are dropped
+        from the request, outputs cleared, data_removed set. Returns the blob keys to delete."""
+        ...
+
+    def counts(self) -> dict[JobState, int]:
+        """How many jobs are in each state (queue depth = counts()[QUEUED])."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,394 @@
+"""SqliteJobStore: the embedded JobStore, one SQLite file shared by the API and worker processes.
+
+The settings (sqlite_schema.py) follow the reliability notes (B.4): WAL, so readers never wait for the
+writer; synchronous=FULL, so an acknowledged enqueue survives a power loss; BEGIN IMMEDIATE for every
+transaction that writes, because busy_timeout cannot rescue a transaction that read first and then
+tries to write. Each thread has its own connection; processes share nothing but the file, so every
+decision (which job a worker gets, whether it still holds it) is made inside one write transaction.
+
+A job is JSON in two rows (see codec.py): its request, with any images, is written at enqueue and at
+expiry only; the rest of the job is small and rewritten on every change. The columns beside the JSON
+serve the queries and are rewritten from the Job in the same statement. `worker` and
+`lease_expires` exist only as columns: they name the current lease holder and are cleared when the
+lease ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from kandinsky_serve.domain.errors import ErrorCode, invalid
+from kandinsky_serve.domain.job import Job, JobEvent, JobState, Output, utcnow
+from kandinsky_serve.store.codec import job_json, load_job, load_request, strip_request
+from kandinsky_serve.store.protocol import Heartbeat, JobPage
+from kandinsky_serve.store.sqlite_schema import connect, migrate
+from kandinsky_serve.store.sqlite_schema import pragmas as read_pragmas
+
+_EXPIRE_CHUNK = 100  # jobs stripped per transaction, so expiry never holds the write lock for long
+
+# A full job: its row joined to its request. Callers append WHERE/ORDER BY on aliases j and r.
+_SELECT_FULL = "SELECT j.job, r.request, j.data_removed FROM jobs j JOIN requests r ON r.job_id = j.id"
+_SAVE = """UPDATE jobs SET state = ?, attempts = ?, completed_at = ?, data_removed = ?, cancel_requested = ?,
+    worker = ?, lease_expires = ?, job = ? WHERE id = ?"""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class SqliteJobStore:
+    """A JobStore in one SQLite file; open one per process, share it between that process's threads."""
+
+    def __init__(self, path: Path, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self._path = Path(path)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._inherited: list[sqlite3.Connection] = []
+        self._pid = os.getpid()
+        self._closed = False
+        try:
+            self._set_up()
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def pragmas(self) -> dict[str, str | int]:
+        """The durability settings in force (journal mode, synchronous, busy timeout, schema version)."""
+        return read_pragmas(self._connection())
+
+    # -- the JobStore protocol ------------------------------------------------------------------
+
+    def enqueue(self, job: Job) -> Job:
+        """Stores the job as given. Enqueueing an id that exists changes nothing and returns the stored
+        job, so a retried enqueue is harmless."""
+        if job.state is JobState.RUNNING:
+            raise ValueError("a job cannot be enqueued as running: no worker holds a lease on it")
+        with self._write() as conn:
+            existing = conn.execute(f"{_SELECT_FULL} WHERE j.id = ?", (job.id,)).fetchone()
+            if existing is not None:
+                return _full_job(*existing)
+            # the immutable columns here, the rest (and the JSON) by the one function every change goes through
+            conn.execute(
+                """INSERT INTO jobs
+                (id, owner, batch_key, created_at, state, attempts, data_removed, cancel_requested, job)
+                VALUES (?, ?, ?, ?, '', 0, 0, 0, '')""",
+                (job.id, job.owner, job.batch_key, _micros(job.created_at)),
+            )
+            _save(conn, job, worker=None, lease_expires=None)
+            conn.execute(
+                "INSERT INTO requests (job_id, request) VALUES (?, ?)", (job.id, job.request.model_dump_json())
+            )
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        row = self._connection().execute(f"{_SELECT_FULL} WHERE j.id = ?", (job_id,)).fetchone()
+        return None if row is None else _full_job(*row)
+
+    def list_jobs(self, owner: str, *, limit: int = 100, cursor: str | None = None) -> JobPage:
+        """The cursor is the id of the last job of the previous page; one that is not among the owner's
+        jobs is refused with an invalid_input ServeError."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
+        conn = self._connection()
+        newest_first = "ORDER BY j.created_at DESC, j.id DESC LIMIT ?"
+        if cursor is None:
+            rows = conn.execute(f"{_SELECT_FULL} WHERE j.owner = ? {newest_first}", (owner, limit + 1)).fetchall()
+        else:
+            anchor = conn.execute("SELECT created_at FROM jobs WHERE id = ? AND owner = ?", (cursor, owner)).fetchone()
+            if anchor is None:
+                raise invalid("cursor", "does not come from an earlier page of this list")
+            rows = conn.execute(
+                f"{_SELECT_FULL} WHERE j.owner = ? AND (j.created_at, j.id) < (?, ?) {newest_first}",
+                (owner, anchor[0], cursor, limit + 1),
+            ).fetchall()
+        jobs = [_full_job(*row) for row in rows[:limit]]
+        return JobPage(jobs=jobs, next_cursor=jobs[-1].id if len(rows) > limit else None)
+
+    def lease(self, worker: str, *, max_batch: int, lease_seconds: float) -> list[Job]:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, not {max_batch}")
+        now = self._clock()
+        expires = _micros(now + timedelta(seconds=lease_seconds))
+        with self._write() as conn:
+            first = conn.execute(
+                "SELECT id, batch_key FROM jobs WHERE state = 'queued' ORDER BY created_at, id LIMIT 1"
+            ).fetchone()
+            if first is None:
+                return []
+            more = conn.execute(
+                """SELECT id FROM jobs WHERE state = 'queued' AND batch_key = ? AND id != ?
+                ORDER BY created_at, id LIMIT ?""",
+                (first[1], first[0], max_batch - 1),
+            ).fetchall()
+            leased = []
+            for job_id in [first[0], *(row[0] for row in more)]:
+                job = _full_job(*conn.execute(f"{_SELECT_FULL} WHERE j.id = ?", (job_id,)).fetchone())
+                running = job.model_copy(
+                    update={
+                        "state": job.state.advance(JobState.RUNNING),
+                        "attempts": job.attempts + 1,
+                        "started_at": job.started_at or now,
+                    }
+                )
+                _save(conn, running, worker=worker, lease_expires=expires)
+                leased.append(running)
+        return leased
+
+    def heartbeat(self, worker: str, job_ids: Sequence[str], lease_seconds: float) -> Heartbeat:
+        """A worker holds a job while it is RUNNING under its name, even past lease_expires until
+        reclaim() takes it back, so a late heartbeat still saves a job nobody has taken."""
+        if not job_ids:
+            return Heartbeat()
+        ids = json.dumps(list(job_ids))
+        expires = _micros(self._clock() + timedelta(seconds=lease_seconds))
+        with self._write() as conn:
+            rows = conn.execute(
+                """SELECT id, cancel_requested FROM jobs
+                WHERE state = 'running' AND worker = ? AND id IN (SELECT value FROM json_each(?))""",
+                (worker, ids),
+            ).fetchall()
+            held = {job_id: bool(cancel) for job_id, cancel in rows}
+            conn.execute(
+                "UPDATE jobs SET lease_expires = ? WHERE id IN (SELECT value FROM json_each(?))",
+                (expires, json.dumps(list(held))),
+            )
+        return Heartbeat(held=set(held), cancel_requested={job_id for job_id, cancel in held.items() if cancel})
+
+    def complete(self, job_id: str, worker: str, outputs: Sequence[Output]) -> bool:
+        return self._finish(job_id, worker, JobState.SUCCEEDED, {"outputs": list(outputs)})
+
+    def fail(self, job_id: str, worker: str, code: ErrorCode, message: str) -> bool:
+        return self._finish(job_id, worker, JobState.FAILED, {"error_code": code, "error_message": message})
+
+    def finish_canceled(self, job_id: str, worker: str) -> bool:
+        return self._finish(job_id, worker, JobState.CANCELED, {})
+
+    def release(self, job_id: str, worker: str) -> bool:
+        """A released job whose cancel was requested becomes CANCELED instead of running again."""
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT job FROM jobs WHERE id = ? AND state = 'running' AND worker = ?", (job_id, worker)
+            ).fetchone()
+            if row is None:
+                return False
+            job = load_job(row[0])
+            if job.cancel_requested:
+                _save(conn, self._ended(job, JobState.CANCELED), worker=None, lease_expires=None)
+            else:
+                attempts = max(job.attempts - 1, 0)
+                # with no attempt left on the books the job never started, as far as queue_time is concerned
+                started_at = job.started_at if attempts else None
+                update = {"state": job.state.advance(JobState.QUEUED), "attempts": attempts, "started_at": started_at}
+                _save(conn, job.model_copy(update=update), worker=None, lease_expires=None)
+        return True
+
+    def cancel(self, job_id: str) -> Job | None:
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT j.job, r.request, j.data_removed, j.worker, j.lease_expires FROM jobs j "
+                "JOIN requests r ON r.job_id = j.id WHERE j.id = ?",
+                (job_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            job = _full_job(row[0], row[1], row[2])
+            if job.state is JobState.QUEUED:
+                job = self._ended(job, JobState.CANCELED)
+                _save(conn, job, worker=None, lease_expires=None)
+            elif job.state is JobState.RUNNING and not job.cancel_requested:
+                job = job.model_copy(update={"cancel_requested": True})
+                _save(conn, job, worker=row[3], lease_expires=row[4])
+        return job
+
+    def add_events(self, job_id: str, events: Sequence[JobEvent]) -> None:
+        """Events for a job that does not exist are dropped: a progress report must never fail a run."""
+        if not events:
+            return
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone() is None:
+                return
+            last = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events WHERE job_id = ?", (job_id,)).fetchone()
+            first_seq = int(last[0]) + 1
+            conn.executemany(
+                "INSERT INTO events (job_id, seq, event) VALUES (?, ?, ?)",
+                [
+                    (job_id, seq, event.model_copy(update={"seq": seq}).model_dump_json())
+                    for seq, event in enumerate(events, start=first_seq)
+                ],
+            )
+
+    def events(self, job_id: str, after: int = 0) -> list[JobEvent]:
+        rows = self._connection().execute(
+            "SELECT event FROM events WHERE job_id = ? AND seq > ? ORDER BY seq", (job_id, after)
+        )
+        return [JobEvent.model_validate_json(row[0]) for row in rows.fetchall()]
+
+    def reclaim(self, *, max_attempts: int) -> list[Job]:
+        """A job whose cancel was requested becomes CANCELED rather than running again."""
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, not {max_attempts}")
+        now = _micros(self._clock())
+        changed = []
+        with self._write() as conn:
+            rows = conn.execute(
+                f"{_SELECT_FULL} WHERE j.state = 'running' AND j.lease_expires < ? ORDER BY j.created_at, j.id",
+                (now,),
+            ).fetchall()
+            for row in rows:
+                job = _full_job(*row)
+                if job.cancel_requested:
+                    job = self._ended(job, JobState.CANCELED)
+                elif job.attempts >= max_attempts:
+                    times = "once" if job.attempts == 1 else f"{job.attempts} times"
+                    message = f"the worker running this job stopped {times} before finishing it, so it was not retried"
+                    job = self._ended(job, JobState.FAILED, error_code=ErrorCode.WORKER_LOST, error_message=message)
+                else:
+                    job = job.model_copy(update={"state": job.state.advance(JobState.QUEUED)})
+                _save(conn, job, worker=None, lease_expires=None)
+                changed.append(job)
+        return changed
+
+    def expire(self, completed_before: datetime) -> list[str]:
+        cutoff = _micros(completed_before)
+        keys: list[str] = []
+        while True:
+            with self._write() as conn:
+                rows = conn.execute(
+                    """SELECT j.id, j.job, r.request FROM jobs j JOIN requests r ON r.job_id = j.id
+                    WHERE j.data_removed = 0 AND j.completed_at IS NOT NULL AND j.completed_at < ?
+                    AND j.state IN ('succeeded', 'failed', 'canceled') ORDER BY j.completed_at LIMIT ?""",
+                    (cutoff, _EXPIRE_CHUNK),
+                ).fetchall()
+                for job_id, facts, request in rows:
+                    job = load_job(facts)
+                    keys.extend(output.key for output in job.outputs)
+                    conn.execute("UPDATE requests SET request = ? WHERE job_id = ?", (strip_request(request), job_id))
+                    stripped = job.model_copy(update={"outputs": [], "data_removed": True})
+                    _save(conn, stripped, worker=None, lease_expires=None)
+            if len(rows) < _EXPIRE_CHUNK:
+                return keys
+
+    def counts(self) -> dict[JobState, int]:
+        rows = self._connection().execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        found = {JobState(state): int(count) for state, count in rows}
+        return {state: found.get(state, 0) for state in JobState}
+
+    def close(self) -> None:
+        """Closes every thread's connection; the store cannot be used afterwards."""
+        with self._lock:
+            self._closed = True
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            conn.close()
+
+    def __enter__(self) -> SqliteJobStore:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- transitions ----------------------------------------------------------------------------
+
+    def _finish(self, job_id: str, worker: str, to: JobState, update: dict[str, Any]) -> bool:
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT job FROM jobs WHERE id = ? AND state = 'running' AND worker = ?", (job_id, worker)
+            ).fetchone()
+            if row is None:
+                return False
+            _save(conn, self._ended(load_job(row[0]), to, **update), worker=None, lease_expires=None)
+        return True
+
+    def _ended(self, job: Job, to: JobState, **update: Any) -> Job:
+        return job.model_copy(update={"state": job.state.advance(to), "completed_at": self._clock(), **update})
+
+    # -- connections ----------------------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        if os.getpid() != self._pid:
+            self._forget_parent_connections()
+        if self._closed:
+            raise RuntimeError(f"the job store {self._path} is closed")
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            with self._lock:
+                if self._closed:  # again: close() may have run since the check above
+                    raise RuntimeError(f"the job store {self._path} is closed")
+                conn = connect(self._path)
+                self._connections.append(conn)
+            self._local.conn = conn
+        return conn
+
+    def _forget_parent_connections(self) -> None:
+        # a SQLite connection must not be used across fork(): the child opens its own, and keeps the
+        # parent's referenced, because closing one (as garbage collection would) can disturb the
+        # parent's locks and WAL files
+        with self._lock:
+            self._inherited.extend(self._connections)
+            self._connections = []
+            self._local = threading.local()
+            self._pid = os.getpid()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _set_up(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        migrate(self._connection(), self._path)
+
+
+def _save(conn: sqlite3.Connection, job: Job, *, worker: str | None, lease_expires: int | None) -> None:
+    """Rewrites a job's mutable columns and JSON together, so the two never disagree."""
+    conn.execute(
+        _SAVE,
+        (
+            job.state.value,
+            job.attempts,
+            _micros_or_none(job.completed_at),
+            int(job.data_removed),
+            int(job.cancel_requested),
+            worker,
+            lease_expires,
+            job_json(job),
+            job.id,
+        ),
+    )
+
+
+def _full_job(job: str, request: str, data_removed: int) -> Job:
+    return load_job(job, load_request(request, data_removed=bool(data_removed)))
+
+
+def _micros(moment: datetime) -> int:
+    """Microseconds since the epoch: exact integers sort right where float seconds could tie or drift."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)  # naive times are UTC throughout kandinsky_serve
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def _micros_or_none(moment: datetime | None) -> int | None:
+    return None if moment is None else _micros(moment)

@@ -1,0 +1,87 @@
+"""The SQLite job database's layout and connection settings, and the migration that creates it.
+
+`PRAGMA user_version` records the layout; a later version adds its step to `migrate` and bumps
+SCHEMA_VERSION. Times are integer microseconds since the epoch (UTC), which sort exactly.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 5000
+JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024  # the WAL file is truncated back to this after a checkpoint
+
+_SCHEMA_V1 = (
+    # the job's columns serve the queries; `job` is the Job itself as JSON, without its request
+    """CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        state TEXT NOT NULL,
+        batch_key TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        lease_expires INTEGER,
+        worker TEXT,
+        attempts INTEGER NOT NULL,
+        completed_at INTEGER,
+        data_removed INTEGER NOT NULL,
+        cancel_requested INTEGER NOT NULL,
+        job TEXT NOT NULL
+    )""",
+    # apart from the job row, so that the job's frequent updates never rewrite the request's images
+    "CREATE TABLE requests (job_id TEXT PRIMARY KEY, request TEXT NOT NULL)",
+    "CREATE TABLE events (job_id TEXT NOT NULL, seq INTEGER NOT NULL, event TEXT NOT NULL, PRIMARY KEY (job_id, seq))",
+    "CREATE INDEX jobs_by_owner ON jobs (owner, created_at, id)",
+    "CREATE INDEX jobs_by_state ON jobs (state)",
+    # partial indexes: the store's queries name these states literally so that the planner uses them
+    "CREATE INDEX jobs_queued ON jobs (created_at, id) WHERE state = 'queued'",
+    "CREATE INDEX jobs_queued_by_batch ON jobs (batch_key, created_at, id) WHERE state = 'queued'",
+    "CREATE INDEX jobs_leases ON jobs (lease_expires) WHERE state = 'running'",
+    "CREATE INDEX jobs_expirable ON jobs (completed_at) WHERE data_removed = 0 AND completed_at IS NOT NULL",
+)
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection with the store's settings; the file must already be in WAL mode (see `migrate`)."""
+    # isolation_level=None: the sqlite3 module's implicit transactions are DEFERRED, so the store
+    # issues its own; check_same_thread=False only so that close() can close other threads' connections
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
+    return conn
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Switches the file to WAL and creates the tables; safe when several processes open it at once."""
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if mode != "wal":
+        raise RuntimeError(f"{path} cannot use write-ahead logging (journal mode {mode}); use a file on a local disk")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"{path} has schema version {version}, newer than this kandinsky-serve's {SCHEMA_VERSION}; upgrade it"
+            )
+        if version == 0:
+            for statement in _SCHEMA_V1:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def pragmas(conn: sqlite3.Connection) -> dict[str, str | int]:
+    """The durability settings in force on a connection, for startup logs and `doctor`."""
+    synchronous = {0: "off", 1: "normal", 2: "full", 3: "extra"}
+    return {
+        "journal_mode": str(conn.execute("PRAGMA journal_mode").fetchone()[0]),
+        "synchronous": synchronous[int(conn.execute("PRAGMA synchronous").fetchone()[0])],
+        "busy_timeout_ms": int(conn.execute("PRAGMA busy_timeout").fetchone()[0]),
+        "schema_version": int(conn.execute("PRAGMA user_version").fetchone()[0]),
+    }

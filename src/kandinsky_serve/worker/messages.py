@@ -1,0 +1,56 @@
+"""The typed messages a worker process and its supervisor exchange over their pipe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from kandinsky_serve.domain.events import ProgressEvent
+
+
+class WorkerState(StrEnum):
+    STARTING = "starting"  # process up, loading the model
+    READY = "ready"  # waiting for work
+    BUSY = "busy"  # running a batch
+    DRAINING = "draining"  # finishing its batch, taking no more
+    DEFUNCT = "defunct"  # died; the supervisor restarts it
+
+
+# worker -> supervisor
+
+
+@dataclass(frozen=True)
+class StateChanged:
+    state: WorkerState
+    device: str = ""
+    detail: str = ""  # e.g. why a model failed to load
+
+
+@dataclass(frozen=True)
+class JobsChanged:
+    """These jobs' records changed (started, finished); waiters on them should look again."""
+
+    job_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Progress:
+    job_ids: tuple[str, ...]
+    event: ProgressEvent
+
+
+# supervisor -> worker
+
+
+@dataclass(frozen=True)
+class Wake:
+    """Jobs were queued: look now rather than at the next poll."""
+
+
+@dataclass(frozen=True)
+class Cancel:
+    job_id: str
+
+
+ToSupervisor = StateChanged | JobsChanged | Progress
+ToWorker = Wake | Cancel

@@ -1,0 +1,232 @@
+"""The work loop inside a worker process: lease a batch, run it, store the outputs, report.
+
+A job is finished only by the worker that holds its lease (the store refuses anyone else), and
+outputs are written under keys fixed by the job id before the job is marked done, so a job run
+twice after a crash is finished once and leaves one set of outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from kandinsky_serve.blobs.protocol import BlobStore
+from kandinsky_serve.domain.errors import Canceled, ErrorCode, ServeError
+from kandinsky_serve.domain.events import ProgressEvent
+from kandinsky_serve.domain.job import Job, JobEvent, Output
+from kandinsky_serve.domain.request import GenerationRequest
+from kandinsky_serve.engine.result import GenerationResult
+from kandinsky_serve.imaging import encode_image
+from kandinsky_serve.settings import Settings
+from kandinsky_serve.store.protocol import JobStore
+from kandinsky_serve.worker.messages import JobsChanged, Progress, StateChanged, ToSupervisor, WorkerState
+
+log = logging.getLogger(__name__)
+
+_EVENT_INTERVAL = 0.5  # seconds between progress events written to the store (every step goes to the pipe)
+
+
+class BatchEngine(Protocol):
+    def run_batch(
+        self,
+        requests: Sequence[GenerationRequest],
+        on_progress: Callable[[ProgressEvent], None] | None = None,
+        cancels: Sequence[Callable[[], bool] | None] | None = None,
+    ) -> list[GenerationResult | None]: ...
+
+
+class Runner:
+    def __init__(
+        self,
+        worker_id: str,
+        settings: Settings,
+        store: JobStore,
+        blobs: BlobStore,
+        engine: BatchEngine,
+        emit: Callable[[ToSupervisor], None],
+    ) -> None:
+        self.worker_id = worker_id
+        self.settings = settings
+        self.store = store
+        self.blobs = blobs
+        self.engine = engine
+        self.emit = emit
+        self._woken = threading.Event()
+        self._draining = threading.Event()
+        self._stop: set[str] = set()  # running jobs to stop at their next step
+        self._lost: set[str] = set()  # running jobs whose lease another worker now holds
+        self._release: set[str] = set()  # running jobs to give back to the queue (drain timeout)
+        self._active: list[str] = []
+        self._lock = threading.Lock()
+
+    # --- called from the pipe reader and signal handlers -----------------------------------
+
+    def wake(self) -> None:
+        self._woken.set()
+
+    def cancel(self, job_id: str) -> None:
+        with self._lock:
+            if job_id in self._active:
+                self._stop.add(job_id)
+
+    def drain(self) -> None:
+        """Takes no more work; the running batch may finish for drain_seconds, then goes back to the queue."""
+        if self._draining.is_set():
+            return
+        self._draining.set()
+        self._woken.set()
+        self.emit(StateChanged(WorkerState.DRAINING))
+        timer = threading.Timer(self.settings.drain_seconds, self._release_active)
+        timer.daemon = True
+        timer.start()
+
+    def _release_active(self) -> None:
+        with self._lock:
+            self._release.update(self._active)
+            self._stop.update(self._active)
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def run_forever(self, poll_seconds: float = 1.0) -> None:
+        self.emit(StateChanged(WorkerState.READY))
+        while not self._draining.is_set():
+            if not self.run_once():
+                woken = self._woken.wait(timeout=poll_seconds)
+                self._woken.clear()
+                if woken and self.settings.batch_window_ms and not self._draining.is_set():
+                    time.sleep(self.settings.batch_window_ms / 1000)  # let a batch gather
+
+    def run_once(self) -> bool:
+        """Leases and runs one batch; False when there was nothing to do."""
+        jobs = self.store.lease(
+            self.worker_id, max_batch=self.settings.max_batch, lease_seconds=self.settings.lease_seconds
+        )
+        if not jobs:
+            return False
+        self.emit(StateChanged(WorkerState.BUSY))
+        try:
+            self._run(jobs)
+        finally:
+            if not self._draining.is_set():
+                self.emit(StateChanged(WorkerState.READY))
+        return True
+
+    def _run(self, jobs: list[Job]) -> None:
+        ids = [job.id for job in jobs]
+        log.info("batch of %d: %s", len(jobs), ", ".join(ids))
+        with self._lock:
+            self._active = list(ids)
+            self._stop = {job.id for job in jobs if job.cancel_requested}
+            self._lost, self._release = set(), set()
+        for job in jobs:
+            line = f"running in a batch of {len(jobs)} on worker {self.worker_id} (attempt {job.attempts})"
+            self.store.add_events(job.id, [JobEvent(message=line)])
+        self.emit(JobsChanged(tuple(ids)))
+        beating = threading.Event()
+        heart = threading.Thread(target=self._heartbeat, args=(ids, beating), daemon=True)
+        heart.start()
+        try:
+            results = self._generate(jobs)
+            for job, result in zip(jobs, results, strict=True):
+                self._finish(job, result)
+        finally:
+            beating.set()
+            heart.join()
+            with self._lock:
+                self._active = []
+            self.emit(JobsChanged(tuple(ids)))
+
+    def _generate(self, jobs: list[Job]) -> Sequence[GenerationResult | ServeError | None]:
+        """One outcome per job: its result, None when it was stopped, or the error that failed the batch."""
+        progress = _ProgressWriter(self.store, [job.id for job in jobs], self.emit)
+        stops = [self._stopper(job.id) for job in jobs]
+        try:
+            return self.engine.run_batch([job.request for job in jobs], progress, stops)
+        except Canceled:
+            return [None] * len(jobs)
+        except ServeError as error:
+            return [error] * len(jobs)
+        except Exception as exc:
+            log.exception("generation failed for %s", ", ".join(job.id for job in jobs))
+            failed = ServeError(ErrorCode.GENERATION_FAILED, f"The generation failed: {type(exc).__name__}: {exc}")
+            return [failed] * len(jobs)
+        finally:
+            progress.flush()
+
+    def _stopper(self, job_id: str) -> Callable[[], bool]:
+        return lambda: job_id in self._stop
+
+    def _finish(self, job: Job, result: GenerationResult | ServeError | None) -> None:
+        if isinstance(result, list):  # pragma: no cover - zip hands single results
+            raise TypeError(result)
+        if job.id in self._lost:
+            log.warning("job %s: lease lost to another worker; leaving it to them", job.id)
+        elif isinstance(result, ServeError):
+            self.store.fail(job.id, self.worker_id, result.code, result.message)
+        elif result is None and job.id in self._release:
+            self.store.release(job.id, self.worker_id)
+        elif result is None:
+            self.store.finish_canceled(job.id, self.worker_id)
+        elif not self.store.complete(job.id, self.worker_id, self._save_outputs(job, result)):
+            log.warning("job %s: finished after its lease was taken; the other run's result stands", job.id)
+
+    def _save_outputs(self, job: Job, result: GenerationResult) -> list[Output]:
+        request = job.request
+        if result.image_embeds is not None and result.negative_image_embeds is not None:
+            key = f"outputs/{job.id}/embeddings.json"
+            body = {
+                "image_embeds": result.image_embeds.tolist(),
+                "negative_image_embeds": result.negative_image_embeds.tolist(),
+            }
+            self.blobs.put(key, json.dumps(body).encode(), "application/json")
+            return [Output(key=key, seed=seed, content_type="application/json") for seed in result.seeds]
+        fmt = request.output_format
+        outputs = []
+        for index, (image, seed) in enumerate(zip(result.images, result.seeds, strict=True)):
+            key = f"outputs/{job.id}/{index}.{fmt.value}"
+            self.blobs.put(key, encode_image(image, fmt.value, request.output_quality), fmt.mime_type)
+            outputs.append(Output(key=key, seed=seed, content_type=fmt.mime_type))
+        return outputs
+
+    def _heartbeat(self, ids: list[str], done: threading.Event) -> None:
+        interval = self.settings.lease_seconds / 3
+        while not done.wait(interval):
+            try:
+                beat = self.store.heartbeat(self.worker_id, ids, self.settings.lease_seconds)
+            except Exception:  # a busy store must not kill the batch; the next beat retries
+                log.exception("heartbeat failed")
+                continue
+            with self._lock:
+                self._stop |= beat.cancel_requested
+                lost = set(ids) - beat.held - self._release
+                self._lost |= lost
+                self._stop |= lost
+
+
+class _ProgressWriter:
+    """Every step goes to the supervisor (live progress); the store gets one event per interval."""
+
+    def __init__(self, store: JobStore, job_ids: list[str], emit: Callable[[ToSupervisor], None]) -> None:
+        self.store = store
+        self.job_ids = job_ids
+        self.emit = emit
+        self._pending: JobEvent | None = None
+        self._last_write = 0.0
+
+    def __call__(self, event: ProgressEvent) -> None:
+        self.emit(Progress(tuple(self.job_ids), event))
+        self._pending = JobEvent.progress(event)
+        if event.step == event.total or time.monotonic() - self._last_write >= _EVENT_INTERVAL:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending is None:
+            return
+        event, self._pending = self._pending, None
+        self._last_write = time.monotonic()
+        for job_id in self.job_ids:
+            self.store.add_events(job_id, [event])

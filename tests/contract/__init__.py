@@ -1,0 +1,63 @@
+"""Contract suites: every JobStore and BlobStore backend passes the same tests.
+
+Backends are built here, in one place, so that the tests (and the processes they spawn) can open
+any of them by name. A new backend is a branch below and a name in JOB_BACKENDS or BLOB_BACKENDS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from kandinsky_serve.blobs import BlobStore, LocalBlobStore
+from kandinsky_serve.domain.job import Job, Output, utcnow
+from kandinsky_serve.store import JobStore, SqliteJobStore
+
+JOB_BACKENDS = ["sqlite"]
+BLOB_BACKENDS = ["local"]
+
+
+class FakeClock:
+    """A clock the test moves by hand, so leases expire without sleeping."""
+
+    def __init__(self, start: datetime = datetime(2025, 1, 1, 12, tzinfo=UTC)) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def open_job_store(backend: str, location: str, clock: Callable[[], datetime] = utcnow) -> JobStore:
+    """A store on the data at `location`: opening it again reaches the same jobs."""
+    if backend == "sqlite":
+        return SqliteJobStore(Path(location) / "jobs.db", clock=clock)
+    raise ValueError(f"no job store backend {backend!r}")
+
+
+def open_blob_store(backend: str, location: str) -> BlobStore:
+    if backend == "local":
+        return LocalBlobStore(Path(location) / "blobs")
+    raise ValueError(f"no blob store backend {backend!r}")
+
+
+# -- helpers of the JobStore suites ------------------------------------------------------------
+
+W1, W2 = "worker-1", "worker-2"
+LEASE = 60.0
+
+
+def output(job_id: str, i: int = 0) -> Output:
+    return Output(key=f"outputs/{job_id}/{i}.webp", seed=42 + i, content_type="image/webp")
+
+
+def ids(jobs: Iterable[Job]) -> list[str]:
+    return [job.id for job in jobs]
+
+
+def lease_one(store: JobStore, worker: str = W1, lease_seconds: float = LEASE) -> Job:
+    (job,) = store.lease(worker, max_batch=1, lease_seconds=lease_seconds)
+    return job

@@ -1,0 +1,109 @@
+"""A real `kandinsky-serve serve` process on a free port, with the tiny model and its own data dir."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    url: str
+    data_dir: Path
+    log: Path
+
+    @property
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30)
+
+    def workers(self) -> list[dict]:
+        return httpx.get(f"{self.url}/readyz", timeout=10).json()["workers"]
+
+    def kill(self) -> None:
+        """SIGKILL the server and its workers at once, as a power cut would."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def start_server(data_dir: Path, **env: str) -> Server:
+    port = free_port()
+    log = data_dir.parent / f"server-{port}.log"
+    environment = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "KS_MODEL": "tiny",
+        "KS_DATA_DIR": str(data_dir),
+        "KS_PORT": str(port),
+        "KS_LEASE_SECONDS": "3",
+        "KS_DRAIN_SECONDS": "5",
+        **env,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kandinsky_serve", "serve"],
+        env=environment,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group, so kill() takes the workers too
+    )
+    server = Server(process, f"http://127.0.0.1:{port}", data_dir, log)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited: {log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{server.url}/readyz", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    server.kill()
+    raise RuntimeError(f"server not ready in time: {log.read_text()[-3000:]}")
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    started: list[Server] = []
+
+    def start(**env: str) -> Server:
+        server = start_server(tmp_path / "data", **env)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 120, every: float = 0.2) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("condition not met in time")

@@ -1,0 +1,54 @@
+"""The native API over a real socket: waiting, live progress, listing, errors."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+
+SMALL = {"prompt": "a red barn", "width": 64, "height": 64, "steps": 20, "seed": 3}
+
+
+def test_native_api(serve):
+    server = serve()
+    client = server.client
+
+    # ?wait returns the finished job, with its seed and an output of the requested size
+    done = client.post("/v1/jobs?wait=60", json={**SMALL, "num_images": 2, "output_format": "png"}).json()
+    assert done["state"] == "succeeded"
+    assert [o["seed"] for o in done["outputs"]] == [3, 4]
+    assert client.get(done["outputs"][1]["url"]).headers["content-type"] == "image/png"
+
+    # a server-chosen seed is reported back
+    chosen = client.post("/v1/jobs?wait=60", json={"prompt": "x", "width": 64, "height": 64, "steps": 2}).json()
+    assert chosen["request"]["seed"] == chosen["outputs"][0]["seed"]
+
+    # live progress as server-sent events, then the final job
+    job_id = client.post("/v1/jobs", json={**SMALL, "steps": 40}).json()["id"]
+    events = []
+    with httpx.stream("GET", f"{server.url}/v1/jobs/{job_id}/events", timeout=60) as stream:
+        name = None
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                name = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                events.append((name, json.loads(line.removeprefix("data: "))))
+                if name == "done":
+                    break
+    steps = [data["step"] for name, data in events if name == "progress" and data["stage"] == "decoder"]
+    assert steps and steps == sorted(steps)
+    assert events[-1][0] == "done" and events[-1][1]["state"] == "succeeded"
+
+    # newest first, in pages that follow the cursor
+    first = client.get("/v1/jobs?limit=2").json()
+    second = client.get(f"/v1/jobs?limit=2&cursor={first['next_cursor']}").json()
+    ids = [j["id"] for j in first["jobs"] + second["jobs"]]
+    assert ids[0] == job_id and len(set(ids)) == 3
+
+    # bad input: 422 in the native error shape, naming the field
+    bad = client.post("/v1/jobs", json={**SMALL, "width": 100000})
+    assert bad.status_code == 422
+    assert bad.json()["error"]["field"] == "width"
+    assert bad.json()["error"]["message"].startswith("width")
+    assert client.get("/v1/jobs/unknown").status_code == 404
+    assert client.get("/v1/files/outputs/unknown/0.png").status_code == 404

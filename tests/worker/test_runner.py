@@ -1,0 +1,146 @@
+"""The worker's loop, in-process, on a real SQLite file and the tiny engine."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from kandinsky_serve.blobs.local import LocalBlobStore
+from kandinsky_serve.domain import ErrorCode, GenerationRequest, ServeError, Stage
+from kandinsky_serve.domain.job import Job, JobState
+from kandinsky_serve.settings import Settings
+from kandinsky_serve.store.sqlite import SqliteJobStore
+from kandinsky_serve.worker.messages import Progress
+from kandinsky_serve.worker.runner import Runner
+
+FAST = {"model": "tiny", "steps": 4, "prior_steps": 3, "width": 64, "height": 64, "output_format": "png"}
+
+
+class CountingEngine:
+    def __init__(self, engine):
+        self.engine = engine
+        self.batches: list[int] = []
+
+    def run_batch(self, requests, on_progress=None, cancels=None):
+        self.batches.append(len(requests))
+        return self.engine.run_batch(requests, on_progress, cancels)
+
+
+class FailingEngine:
+    def __init__(self, error: Exception):
+        self.error = error
+
+    def run_batch(self, requests, on_progress=None, cancels=None):
+        raise self.error
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = SqliteJobStore(tmp_path / "jobs.sqlite3")
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def blobs(tmp_path):
+    return LocalBlobStore(tmp_path / "blobs")
+
+
+def make_runner(store, blobs, engine, on_message=None, **settings) -> Runner:
+    config = Settings(max_batch=4, lease_seconds=30, drain_seconds=0, **settings)
+    return Runner("worker-1", config, store, blobs, engine, on_message or (lambda message: None))
+
+
+def enqueue(store, **fields) -> Job:
+    return store.enqueue(Job(owner="me", request=GenerationRequest.parse({**FAST, "seed": 1, **fields})))
+
+
+def png_pixels(blobs, key) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(blobs.get(key).data)), dtype=np.int16)
+
+
+def test_compatible_jobs_run_as_one_batch_and_each_equals_its_single_run(store, blobs, engine22):
+    engine = CountingEngine(engine22)
+    jobs = [enqueue(store, prompt=p, seed=i) for i, p in enumerate(["a fox", "a whale", "a frog", "a fox"])]
+    assert make_runner(store, blobs, engine).run_once()
+    assert engine.batches == [4]
+    for job in jobs:
+        done = store.get(job.id)
+        assert done.state is JobState.SUCCEEDED
+        [output] = done.outputs
+        single = engine22.run(job.request).images[0]
+        assert np.abs(png_pixels(blobs, output.key) - np.asarray(single, dtype=np.int16)).max() <= 1
+
+
+def test_incompatible_jobs_wait_for_their_own_batch(store, blobs, engine22):
+    engine = CountingEngine(engine22)
+    first = enqueue(store, width=64)
+    second = enqueue(store, width=128)
+    runner = make_runner(store, blobs, engine)
+    runner.run_once()
+    assert store.get(first.id).state is JobState.SUCCEEDED
+    assert store.get(second.id).state is JobState.QUEUED
+    runner.run_once()
+    assert store.get(second.id).state is JobState.SUCCEEDED
+    assert engine.batches == [1, 1]
+
+
+def test_canceling_one_job_mid_batch_lets_the_others_finish(store, blobs, engine22):
+    doomed, kept = enqueue(store, prompt="doomed", steps=8), enqueue(store, prompt="kept", steps=8, seed=2)
+    runner: Runner
+
+    def on_message(message):
+        if isinstance(message, Progress) and message.event.stage is Stage.DECODER and message.event.step == 2:
+            store.cancel(doomed.id)  # what the API does ...
+            runner.cancel(doomed.id)  # ... and the supervisor relays
+
+    runner = make_runner(store, blobs, engine22, on_message)
+    runner.run_once()
+    assert store.get(doomed.id).state is JobState.CANCELED
+    assert store.get(doomed.id).outputs == []
+    assert store.get(kept.id).state is JobState.SUCCEEDED
+
+
+def test_a_failing_generation_fails_its_jobs_with_one_clear_sentence(store, blobs):
+    job = enqueue(store)
+    make_runner(store, blobs, FailingEngine(RuntimeError("boom"))).run_once()
+    failed = store.get(job.id)
+    assert failed.state is JobState.FAILED
+    assert failed.error_code is ErrorCode.GENERATION_FAILED
+    assert failed.error_message == "The generation failed: RuntimeError: boom"
+
+
+def test_out_of_memory_fails_that_batch_and_the_worker_goes_on(store, blobs, engine22):
+    job = enqueue(store)
+    oom = ServeError(ErrorCode.OUT_OF_MEMORY, "The cuda ran out of memory generating 8 image(s) at 2048x2048.")
+    make_runner(store, blobs, FailingEngine(oom)).run_once()
+    assert store.get(job.id).error_code is ErrorCode.OUT_OF_MEMORY
+    later = enqueue(store)
+    make_runner(store, blobs, engine22).run_once()
+    assert store.get(later.id).state is JobState.SUCCEEDED
+
+
+def test_draining_past_its_timeout_gives_the_batch_back_to_the_queue(store, blobs, engine22):
+    job = enqueue(store, steps=30)
+    runner: Runner
+
+    def on_message(message):
+        if isinstance(message, Progress) and message.event.stage is Stage.DECODER:
+            runner.drain()  # drain_seconds=0: give it back at once
+
+    runner = make_runner(store, blobs, engine22, on_message)
+    runner.run_once()
+    back = store.get(job.id)
+    assert back.state is JobState.QUEUED
+    assert back.attempts == 0  # a drain is not a failed attempt
+
+
+def test_logs_record_the_batch_and_tqdm_progress(store, blobs, engine22):
+    job = enqueue(store)
+    make_runner(store, blobs, engine22).run_once()
+    lines = [e.message for e in store.events(job.id)]
+    assert lines[0].startswith("running in a batch of 1 on worker worker-1")
+    assert "decoder: 100%|██████████| 4/4" in lines
