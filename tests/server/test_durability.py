@@ -50,20 +50,45 @@ def test_a_job_survives_its_worker_being_killed_mid_job(serve):
     assert restarted[0]["restarts"] == 1
 
 
+def segmind_submit(client, **body) -> dict:
+    response = client.post("/v2/kandinsky2.2-txt2img", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
 def test_queued_jobs_survive_the_whole_server_being_killed(serve):
     server = serve()
     client = server.client
-    running = submit(client, **LONG)
-    queued = [submit(client, prompt=f"a cat number {i}", width=64, height=64, steps=5, seed=i) for i in range(4)]
-    wait_for(lambda: client.get(f"/v1/jobs/{running}").json()["state"] == "running")
+    running = segmind_submit(client, prompt="a lighthouse", img_width=512, img_height=512, num_inference_steps=150)
+    queued = [
+        segmind_submit(client, prompt=f"cat {i}", img_width=64, img_height=64, num_inference_steps=5) for i in range(4)
+    ]
+    wait_for(lambda: client.get(running["status_url"]).json()["status"] == "PROCESSING")
     server.kill()
 
-    again = serve()  # same data dir
+    again = serve()  # same data dir, new port: poll through the new server
     client = again.client
-    for job_id in [running, *queued]:
-        job = finished(client, job_id)
-        assert job["state"] == "succeeded", job
-        assert len(job["outputs"]) == 1
+    for links in [running, *queued]:
+        request_id = links["request_id"]
+        wait_for(lambda rid=request_id: client.get(f"/v2/requests/{rid}/status").json()["status"] == "COMPLETED")
+        result = client.get(f"/v2/requests/{request_id}").json()
+        assert image_at(client, result["output"]).format == "JPEG"
+
+
+def test_sigterm_lets_the_running_job_finish_before_the_server_exits(serve):
+    server = serve(KS_DRAIN_SECONDS="60")
+    client = server.client
+    job_id = submit(client, **{**LONG, "steps": 100})
+    wait_for(lambda: client.get(f"/v1/jobs/{job_id}").json()["progress"] is not None)
+    server.process.send_signal(signal.SIGTERM)
+    # uvicorn re-raises the signal once its graceful shutdown is complete
+    assert server.process.wait(timeout=90) in (0, -signal.SIGTERM)
+    assert "Application shutdown complete" in server.log.read_text()
+
+    restarted = serve()
+    job = restarted.client.get(f"/v1/jobs/{job_id}").json()
+    assert job["state"] == "succeeded"
+    assert job["attempts"] == 1
 
 
 def test_segmind_v2_round_trip_over_http(serve):

@@ -49,7 +49,9 @@ def worker_main(settings_json: str, worker_id: str, device: str, conn: Connectio
     runner = Runner(worker_id, settings, open_store(settings), open_blobs(settings), engine, emit)
 
     def on_sigterm(_signum: int, _frame: FrameType | None) -> None:
-        runner.drain()
+        # The handler runs on the main thread between two bytecodes, possibly while that thread holds
+        # the pipe's send lock mid-message; draining (which sends) from here could deadlock.
+        threading.Thread(target=runner.drain, name="drain", daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_sigterm)
     threading.Thread(target=_read, args=(conn, runner), daemon=True).start()
