@@ -203,6 +203,10 @@ def generate(
             path.write_bytes(encode_image(picture, out_format.value, quality))
             typer.echo(f"wrote {path} ({picture.width}x{picture.height})")
     typer.echo("seeds: " + ", ".join(str(s) for s in result.seeds))
+    stages = ", ".join(
+        f"{name.removesuffix('_s')} {seconds:.2f}" for name, seconds in result.timings.items() if name != "total_s"
+    )
+    typer.echo(f"time: {result.timings['total_s']:.2f} s ({stages})")
 
 
 @app.command()

@@ -9,6 +9,7 @@ inpaint and ControlNet UNets are only read when first asked for.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,16 +206,20 @@ class HubSource:
         there" into one actionable sentence; any other error is a bug and passes through."""
         from huggingface_hub.errors import EntryNotFoundError
 
-        try:
-            if self.root is None:
-                yield repo
-            else:
-                folder = self.root / repo_folder(repo)
-                if not folder.is_dir():
-                    raise FileNotFoundError(f"no folder {folder.name}/")
-                yield str(folder)
-        except (OSError, EntryNotFoundError) as exc:
-            raise ServeError(ErrorCode.MODEL_UNAVAILABLE, self._unavailable_message(repo, exc)) from exc
+        # diffusers still passes huggingface_hub's deprecated `local_dir_use_symlinks`; the warning is
+        # noise in front of the one line a user should see
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
+            try:
+                if self.root is None:
+                    yield repo
+                else:
+                    folder = self.root / repo_folder(repo)
+                    if not folder.is_dir():
+                        raise FileNotFoundError(f"no folder {folder.name}/")
+                    yield str(folder)
+            except (OSError, EntryNotFoundError) as exc:
+                raise ServeError(ErrorCode.MODEL_UNAVAILABLE, self._unavailable_message(repo, exc)) from exc
 
     def _unavailable_message(self, repo: str, exc: BaseException) -> str:
         from huggingface_hub import is_offline_mode
