@@ -8,19 +8,23 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
+from kandinsky_serve.auth.pricing import price
 from kandinsky_serve.blobs.protocol import BlobStore
 from kandinsky_serve.domain.errors import ErrorCode, ServeError, invalid
-from kandinsky_serve.domain.job import Job, JobState
+from kandinsky_serve.domain.job import Job
 from kandinsky_serve.domain.request import GenerationRequest
 from kandinsky_serve.engine.registry import ModelSpec, resolve_model
 from kandinsky_serve.notify import Notifier
 from kandinsky_serve.settings import Settings
-from kandinsky_serve.store.protocol import JobPage, JobStore
+from kandinsky_serve.store.protocol import Admission, JobPage, JobStore
 from kandinsky_serve.worker.messages import Cancel, ToWorker, Wake
+
+if TYPE_CHECKING:
+    from kandinsky_serve.api.auth import Caller
 
 
 class WorkerLink(Protocol):
@@ -45,11 +49,17 @@ class JobService:
         self.workers = workers
         self.model: ModelSpec = resolve_model(settings.model)
 
-    def submit(self, request: GenerationRequest, owner: str, meta: dict[str, object] | None = None) -> Job:
+    def submit(self, request: GenerationRequest, caller: Caller, meta: dict[str, object] | None = None) -> Job:
+        """Queues the request for the caller, if its credits, its jobs in flight and the queue allow."""
         request = self.canonical(request)
-        if self.store.counts()[JobState.QUEUED] >= self.settings.max_queue:
-            raise ServeError(ErrorCode.OVERLOADED, "The server is busy (its queue is full); try again shortly.")
-        job = self.store.enqueue(Job(owner=owner, request=request, meta=dict(meta or {})))
+        cost = price(request, self.settings.credits_per_unit)
+        admission = Admission(
+            budget=caller.key.credits if caller.key else None,
+            max_active=self.settings.max_jobs_per_key,
+            max_queued=self.settings.max_queue,
+        )
+        job = Job(owner=caller.owner, request=request, price=cost, meta=dict(meta or {}))
+        job = self.store.enqueue(job, admission)
         if self.workers is not None:
             self.workers.broadcast(Wake())
         return job
@@ -62,6 +72,11 @@ class JobService:
         self.model.check(request)
         seed = request.seed if request.seed is not None else random.randrange(2**32)  # noqa: S311
         return request.model_copy(update={"model": self.model.id, "seed": seed})
+
+    def remaining_credits(self, caller: Caller) -> float | None:
+        if caller.key is None or caller.key.credits is None:
+            return None
+        return max(caller.key.credits - self.store.spent(caller.owner), 0.0)
 
     def get(self, job_id: str, owner: str) -> Job:
         job = self.store.get(job_id)

@@ -31,10 +31,27 @@ class Settings(BaseSettings):
     drain_seconds: float = Field(default=30.0, ge=0, description="on shutdown, how long a running batch may finish")
     retention_seconds: float = Field(default=3600.0, gt=0, description="how long inputs and outputs are kept")
     max_queue: int = Field(default=1000, ge=1, description="queued jobs beyond which new work is refused (503)")
+    require_keys: bool | None = Field(
+        default=None,
+        description="require an API key; default: once any key exists, or when listening beyond 127.0.0.1",
+    )
+    rate_limit_per_minute: int = Field(default=60, ge=0, description="requests a key may make a minute (0: no limit)")
+    max_jobs_per_key: int = Field(default=10, ge=1, description="queued + running jobs a key may have at once")
+    allow_private_urls: bool = Field(
+        default=False, description="let input URLs and webhooks reach loopback, private and link-local addresses"
+    )
+    max_input_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, description="largest input image accepted")
+    credits_per_unit: float = Field(
+        default=1.0, ge=0, description="credits one 512x512 image with 50 decoder steps costs"
+    )
 
     @property
     def database_path(self) -> Path:
         return self.data_dir / "jobs.sqlite3"
+
+    @property
+    def keys_path(self) -> Path:
+        return self.data_dir / "keys.sqlite3"
 
     @property
     def blob_dir(self) -> Path:

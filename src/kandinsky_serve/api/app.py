@@ -10,9 +10,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from kandinsky_serve import __version__
-from kandinsky_serve.api import errors, health, native
-from kandinsky_serve.api.dialects import segmind
+from kandinsky_serve.api import dialects, errors, health, native
 from kandinsky_serve.api.state import AppState
+from kandinsky_serve.auth.keys import SqliteKeyStore
+from kandinsky_serve.auth.limits import RateLimiter
 from kandinsky_serve.domain.events import ProgressEvent
 from kandinsky_serve.notify import LocalNotifier
 from kandinsky_serve.service import JobService
@@ -47,7 +48,9 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> FastAPI:
                 supervisor.broadcast(Wake())
 
         janitor = Janitor(settings, store, blobs, notifier.publish, requeued)
-        app.state.ks = AppState(settings, service, notifier, supervisor, janitor)
+        keys = SqliteKeyStore(settings.keys_path)
+        limiter = RateLimiter(settings.rate_limit_per_minute)
+        app.state.ks = AppState(settings, service, notifier, supervisor, janitor, keys, limiter)
         if supervisor is not None:
             supervisor.start()
         janitor.start()
@@ -69,5 +72,6 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> FastAPI:
     errors.install(app)
     app.include_router(health.router)
     app.include_router(native.router)
-    app.include_router(segmind.router)
+    for module in dialects.modules():
+        app.include_router(module.router)
     return app

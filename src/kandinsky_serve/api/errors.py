@@ -17,9 +17,13 @@ from kandinsky_serve.domain.errors import ErrorCode, ServeError, invalid
 Renderer = Callable[[ServeError], Response]
 
 
+def error_headers(error: ServeError) -> dict[str, str]:
+    return {"Retry-After": str(round(error.retry_after))} if error.retry_after is not None else {}
+
+
 def native_error(error: ServeError) -> Response:
     body = {"error": {"code": error.code.value, "message": error.message, "field": error.field}}
-    return JSONResponse(body, status_code=error.http_status)
+    return JSONResponse(body, status_code=error.http_status, headers=error_headers(error))
 
 
 _RENDERERS: dict[str, Renderer] = {"native": native_error}

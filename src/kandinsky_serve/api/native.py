@@ -6,11 +6,13 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
+from kandinsky_serve.api.auth import CallerDep, Owner
 from kandinsky_serve.api.errors import not_found
-from kandinsky_serve.api.state import Owner, Service
+from kandinsky_serve.api.state import Service
 from kandinsky_serve.api.urls import file_url
 from kandinsky_serve.domain.events import ProgressEvent
 from kandinsky_serve.domain.job import Job
@@ -47,12 +49,12 @@ def job_view(request: Request, job: Job, service: JobService | None = None) -> d
 
 @router.post("/jobs", status_code=201)
 async def create_job(
-    body: GenerationRequest, request: Request, service: Service, owner: Owner, wait: float = 0
+    body: GenerationRequest, request: Request, service: Service, caller: CallerDep, wait: float = 0
 ) -> dict[str, Any]:
     """Queue a generation. With `?wait=N` the response waits up to N seconds for the result."""
-    job = service.submit(body, owner)
+    job = await anyio.to_thread.run_sync(service.submit, body, caller)
     if wait > 0:
-        job = await service.wait(job.id, owner, min(wait, 600))
+        job = await service.wait(job.id, caller.owner, min(wait, 600))
     return job_view(request, job, service)
 
 

@@ -7,6 +7,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from kandinsky_serve.auth.keys import KeyStore
+from kandinsky_serve.auth.limits import RateLimiter
 from kandinsky_serve.notify import LocalNotifier
 from kandinsky_serve.service import JobService
 from kandinsky_serve.settings import Settings
@@ -21,6 +23,8 @@ class AppState:
     notifier: LocalNotifier
     supervisor: Supervisor | None
     janitor: Janitor | None
+    keys: KeyStore
+    limiter: RateLimiter
 
 
 def app_state(request: Request) -> AppState:
@@ -32,15 +36,5 @@ def job_service(request: Request) -> JobService:
     return app_state(request).service
 
 
-def owner(request: Request) -> str:
-    """The caller's identity, which owns the jobs it creates.
-
-    API keys arrive with the keys-and-credits work; until then every caller is the one local user,
-    and `serve` listens on 127.0.0.1 unless told otherwise.
-    """
-    return "local"
-
-
 State = Annotated[AppState, Depends(app_state)]
 Service = Annotated[JobService, Depends(job_service)]
-Owner = Annotated[str, Depends(owner)]

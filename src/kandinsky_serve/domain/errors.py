@@ -48,11 +48,14 @@ HTTP_STATUS: dict[ErrorCode, int] = {
 class ServeError(Exception):
     """An error meant for the user: a stable code and one plain sentence, never a traceback."""
 
-    def __init__(self, code: ErrorCode, message: str, *, field: str | None = None) -> None:
+    def __init__(
+        self, code: ErrorCode, message: str, *, field: str | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.field = field
+        self.retry_after = retry_after  # seconds, for Retry-After on rate_limited and overloaded
 
     @property
     def http_status(self) -> int:

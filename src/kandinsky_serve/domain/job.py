@@ -112,6 +112,7 @@ class Job(BaseModel):
     error_code: ErrorCode | None = None
     error_message: str | None = None
     outputs: list[Output] = Field(default_factory=list)
+    price: float = 0.0  # credits the job costs if it does not fail
     cancel_requested: bool = False
     data_removed: bool = False
     # what a dialect needs to render the job later (Replicate version, webhook, ...); opaque here

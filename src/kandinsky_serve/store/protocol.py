@@ -24,14 +24,30 @@ class JobPage:
 
 
 @dataclass(frozen=True)
+class Admission:
+    """Limits an enqueue must fit, checked in the same transaction as the enqueue itself."""
+
+    budget: float | None = None  # the owner's credits: spent() + the job's price must not exceed it
+    max_active: int | None = None  # the owner's queued + running jobs, this one included
+    max_queued: int | None = None  # all queued jobs, this one included
+
+
+@dataclass(frozen=True)
 class Heartbeat:
     held: set[str] = field(default_factory=set)  # of the ids sent, those this worker still holds
     cancel_requested: set[str] = field(default_factory=set)  # of those, the ones to stop
 
 
 class JobStore(Protocol):
-    def enqueue(self, job: Job) -> Job:
-        """Stores a new QUEUED job (created_at, state and attempts as given) and returns it."""
+    def enqueue(self, job: Job, admission: Admission | None = None) -> Job:
+        """Stores a new QUEUED job (created_at, state and attempts as given) and returns it. With an
+        admission, refuses with ServeError insufficient_credits, rate_limited (too many active jobs of
+        the owner) or overloaded (queue full) instead, atomically with the insert."""
+        ...
+
+    def spent(self, owner: str) -> float:
+        """The sum of the prices of the owner's queued, running and succeeded jobs: a job that fails or
+        is canceled costs nothing."""
         ...
 
     def get(self, job_id: str) -> Job | None: ...

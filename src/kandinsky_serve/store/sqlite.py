@@ -29,7 +29,8 @@ from typing import Any
 from kandinsky_serve.domain.errors import ErrorCode, invalid
 from kandinsky_serve.domain.job import Job, JobEvent, JobState, Output, utcnow
 from kandinsky_serve.store.codec import job_json, load_job, load_request, strip_request
-from kandinsky_serve.store.protocol import Heartbeat, JobPage
+from kandinsky_serve.store.protocol import Admission, Heartbeat, JobPage
+from kandinsky_serve.store.sqlite_admission import admit, spent
 from kandinsky_serve.store.sqlite_schema import connect, migrate
 from kandinsky_serve.store.sqlite_schema import pragmas as read_pragmas
 
@@ -71,7 +72,7 @@ class SqliteJobStore:
 
     # -- the JobStore protocol ------------------------------------------------------------------
 
-    def enqueue(self, job: Job) -> Job:
+    def enqueue(self, job: Job, admission: Admission | None = None) -> Job:
         """Stores the job as given. Enqueueing an id that exists changes nothing and returns the stored
         job, so a retried enqueue is harmless."""
         if job.state is JobState.RUNNING:
@@ -80,18 +81,23 @@ class SqliteJobStore:
             existing = conn.execute(f"{_SELECT_FULL} WHERE j.id = ?", (job.id,)).fetchone()
             if existing is not None:
                 return _full_job(*existing)
+            if admission is not None:
+                admit(conn, job, admission)
             # the immutable columns here, the rest (and the JSON) by the one function every change goes through
             conn.execute(
                 """INSERT INTO jobs
-                (id, owner, batch_key, created_at, state, attempts, data_removed, cancel_requested, job)
-                VALUES (?, ?, ?, ?, '', 0, 0, 0, '')""",
-                (job.id, job.owner, job.batch_key, _micros(job.created_at)),
+                (id, owner, batch_key, created_at, price, state, attempts, data_removed, cancel_requested, job)
+                VALUES (?, ?, ?, ?, ?, '', 0, 0, 0, '')""",
+                (job.id, job.owner, job.batch_key, _micros(job.created_at), job.price),
             )
             _save(conn, job, worker=None, lease_expires=None)
             conn.execute(
                 "INSERT INTO requests (job_id, request) VALUES (?, ?)", (job.id, job.request.model_dump_json())
             )
         return job
+
+    def spent(self, owner: str) -> float:
+        return spent(self._connection(), owner)
 
     def get(self, job_id: str) -> Job | None:
         row = self._connection().execute(f"{_SELECT_FULL} WHERE j.id = ?", (job_id,)).fetchone()

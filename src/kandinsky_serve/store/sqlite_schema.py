@@ -27,6 +27,7 @@ _SCHEMA_V1 = (
         completed_at INTEGER,
         data_removed INTEGER NOT NULL,
         cancel_requested INTEGER NOT NULL,
+        price REAL NOT NULL DEFAULT 0,
         job TEXT NOT NULL
     )""",
     # apart from the job row, so that the job's frequent updates never rewrite the request's images
@@ -34,6 +35,7 @@ _SCHEMA_V1 = (
     "CREATE TABLE events (job_id TEXT NOT NULL, seq INTEGER NOT NULL, event TEXT NOT NULL, PRIMARY KEY (job_id, seq))",
     "CREATE INDEX jobs_by_owner ON jobs (owner, created_at, id)",
     "CREATE INDEX jobs_by_state ON jobs (state)",
+    "CREATE INDEX jobs_active_by_owner ON jobs (owner) WHERE state IN ('queued', 'running')",
     # partial indexes: the store's queries name these states literally so that the planner uses them
     "CREATE INDEX jobs_queued ON jobs (created_at, id) WHERE state = 'queued'",
     "CREATE INDEX jobs_queued_by_batch ON jobs (batch_key, created_at, id) WHERE state = 'queued'",

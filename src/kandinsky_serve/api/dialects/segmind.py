@@ -11,8 +11,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from kandinsky_serve.api.errors import register_renderer
-from kandinsky_serve.api.state import Owner, Service
+from kandinsky_serve.api.auth import CallerDep, Owner
+from kandinsky_serve.api.errors import error_headers, register_renderer
+from kandinsky_serve.api.state import Service
 from kandinsky_serve.api.urls import base_url, file_url
 from kandinsky_serve.domain.errors import ErrorCode, ServeError
 from kandinsky_serve.domain.job import Job, JobState
@@ -67,7 +68,7 @@ def render_error(error: ServeError) -> Response:
     message = error.message
     if error.field in _CANONICAL_TO_SEGMIND and message.startswith(error.field):
         message = _CANONICAL_TO_SEGMIND[error.field] + message[len(error.field) :]
-    return JSONResponse({"error": message}, status_code=_HTTP.get(error.code, 500))
+    return JSONResponse({"error": message}, status_code=_HTTP.get(error.code, 500), headers=error_headers(error))
 
 
 register_renderer("segmind", render_error)
@@ -119,9 +120,9 @@ def _visible(service: JobService, job_id: str, owner: str) -> Job:
 
 
 @router.post("/v2/{slug}")
-def submit(slug: str, body: dict[str, Any], request: Request, service: Service, owner: Owner) -> dict[str, Any]:
+def submit(slug: str, body: dict[str, Any], request: Request, service: Service, caller: CallerDep) -> dict[str, Any]:
     """Queue a request; poll status_url, then fetch response_url."""
-    job = service.submit(to_request(slug, body, service), owner, meta={"dialect": "segmind", "slug": slug})
+    job = service.submit(to_request(slug, body, service), caller, meta={"dialect": "segmind", "slug": slug})
     links = _links(request, job.id)
     return {**links, "status": "QUEUED", "poll_url": f"{base_url(request)}/v1/requests/{job.id}"}
 
