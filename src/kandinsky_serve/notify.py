@@ -24,6 +24,10 @@ class Notifier(Protocol):
         """The job's latest live progress, if it is running here."""
         ...
 
+    def subscribe(self) -> asyncio.Queue[str]:
+        """A queue that receives the id of every job that changes from now on (progress excluded)."""
+        ...
+
 
 class LocalNotifier:
     """For one process that hosts the API: asyncio events set from any thread."""
@@ -32,6 +36,7 @@ class LocalNotifier:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
         self._progress: dict[str, ProgressEvent] = {}
+        self._subscribers: list[asyncio.Queue[str]] = []
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -44,10 +49,13 @@ class LocalNotifier:
             else:
                 self._progress[job_id] = progress
         if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._wake, ids)
+            self._loop.call_soon_threadsafe(self._wake, ids, progress is None)
 
-    def _wake(self, job_ids: tuple[str, ...]) -> None:
+    def _wake(self, job_ids: tuple[str, ...], changed: bool = True) -> None:
         for job_id in job_ids:
+            if changed:
+                for queue in self._subscribers:
+                    queue.put_nowait(job_id)
             for event in self._waiters.get(job_id, ()):
                 event.set()
 
@@ -66,3 +74,8 @@ class LocalNotifier:
 
     def progress(self, job_id: str) -> ProgressEvent | None:
         return self._progress.get(job_id)
+
+    def subscribe(self) -> asyncio.Queue[str]:
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        self._subscribers.append(queue)
+        return queue

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings, *, run_workers: bool = True) -> FastAPI:
     """The API; with run_workers it also supervises one worker process per device (`serve`)."""
+    found = dialects.modules()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -54,10 +55,15 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> FastAPI:
         if supervisor is not None:
             supervisor.start()
         janitor.start()
+        # a dialect may run a task for the server's lifetime (Replicate sends webhooks from one)
+        tasks = [asyncio.create_task(m.background(app.state.ks)) for m in found if hasattr(m, "background")]
         log.info("serving %s from %s", service.model.id, settings.data_dir)
         try:
             yield
         finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             janitor.stop()
             if supervisor is not None:
                 await asyncio.to_thread(supervisor.stop)
@@ -72,6 +78,6 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> FastAPI:
     errors.install(app)
     app.include_router(health.router)
     app.include_router(native.router)
-    for module in dialects.modules():
+    for module in found:
         app.include_router(module.router)
     return app
