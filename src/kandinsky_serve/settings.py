@@ -41,6 +41,9 @@ class Settings(BaseSettings):
         default=False, description="let input URLs and webhooks reach loopback, private and link-local addresses"
     )
     max_input_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, description="largest input image accepted")
+    url_secret: str | None = Field(
+        default=None, description="key that signs output URLs; default: a random one kept in the data dir"
+    )
     credits_per_unit: float = Field(
         default=1.0, ge=0, description="credits one 512x512 image with 50 decoder steps costs"
     )

@@ -17,7 +17,10 @@ def test_native_api(serve):
     done = client.post("/v1/jobs?wait=60", json={**SMALL, "num_images": 2, "output_format": "png"}).json()
     assert done["state"] == "succeeded"
     assert [o["seed"] for o in done["outputs"]] == [3, 4]
-    assert client.get(done["outputs"][1]["url"]).headers["content-type"] == "image/png"
+    url = done["outputs"][1]["url"]
+    assert httpx.get(url).headers["content-type"] == "image/png"  # signed links need no key
+    assert httpx.get(url.replace("sig=", "sig=0")).status_code == 404  # tampered
+    assert httpx.get(url.split("?")[0]).status_code == 404  # unsigned
 
     # a server-chosen seed is reported back
     chosen = client.post("/v1/jobs?wait=60", json={"prompt": "x", "width": 64, "height": 64, "steps": 2}).json()

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from kandinsky_serve import __version__
 from kandinsky_serve.api import dialects, errors, health, native
 from kandinsky_serve.api.state import AppState
+from kandinsky_serve.api.urls import load_url_secret
 from kandinsky_serve.auth.keys import SqliteKeyStore
 from kandinsky_serve.auth.limits import RateLimiter
 from kandinsky_serve.domain.events import ProgressEvent
@@ -51,7 +52,8 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> FastAPI:
         janitor = Janitor(settings, store, blobs, notifier.publish, requeued)
         keys = SqliteKeyStore(settings.keys_path)
         limiter = RateLimiter(settings.rate_limit_per_minute)
-        app.state.ks = AppState(settings, service, notifier, supervisor, janitor, keys, limiter)
+        url_secret = load_url_secret(settings)
+        app.state.ks = AppState(settings, service, notifier, supervisor, janitor, keys, limiter, url_secret)
         if supervisor is not None:
             supervisor.start()
         janitor.start()

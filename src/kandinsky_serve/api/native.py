@@ -12,8 +12,8 @@ from fastapi.responses import StreamingResponse
 
 from kandinsky_serve.api.auth import CallerDep, Owner
 from kandinsky_serve.api.errors import not_found
-from kandinsky_serve.api.state import Service
-from kandinsky_serve.api.urls import file_url
+from kandinsky_serve.api.state import Service, State
+from kandinsky_serve.api.urls import file_url, valid_signature
 from kandinsky_serve.domain.events import ProgressEvent
 from kandinsky_serve.domain.job import Job
 from kandinsky_serve.domain.request import GenerationRequest
@@ -109,8 +109,10 @@ async def job_events(job_id: str, request: Request, service: Service, owner: Own
 
 
 @router.get("/files/{key:path}")
-def get_file(key: str, service: Service) -> Response:
-    blob = service.blobs.get(key) if key.startswith("outputs/") else None
+def get_file(key: str, state: State, expires: int = 0, sig: str = "") -> Response:
+    """An output, through the signed link a job handed out (no API key needed; it expires)."""
+    signed = key.startswith("outputs/") and valid_signature(state.url_secret, key, expires, sig)
+    blob = state.service.blobs.get(key) if signed else None
     if blob is None:
-        raise not_found("File")
-    return Response(blob.data, media_type=blob.content_type)
+        raise not_found("File (or the link has expired)")
+    return Response(blob.data, media_type=blob.content_type, headers={"Cache-Control": "private, max-age=3600"})

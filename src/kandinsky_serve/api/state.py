@@ -25,6 +25,7 @@ class AppState:
     janitor: Janitor | None
     keys: KeyStore
     limiter: RateLimiter
+    url_secret: bytes = b""
 
 
 def app_state(request: Request) -> AppState:

@@ -1,10 +1,23 @@
-"""Absolute URLs back to this server, as clients follow them verbatim (the Segmind SDK does)."""
+"""Absolute URLs back to this server, as clients follow them verbatim (the Segmind SDK does).
+
+Output URLs are signed and expire with the retention period: they are handed to browsers and
+SDKs that fetch them without an API key, so the signature is what proves the caller got them
+from us.
+"""
 
 from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import time
+from pathlib import Path
 
 from fastapi import Request
 
 from kandinsky_serve.api.state import app_state
+from kandinsky_serve.settings import Settings
 
 
 def base_url(request: Request) -> str:
@@ -13,4 +26,27 @@ def base_url(request: Request) -> str:
 
 
 def file_url(request: Request, key: str) -> str:
-    return f"{base_url(request)}/v1/files/{key}"
+    state = app_state(request)
+    expires = int(time.time() + state.settings.retention_seconds)
+    return f"{base_url(request)}/v1/files/{key}?expires={expires}&sig={_sign(state.url_secret, key, expires)}"
+
+
+def valid_signature(secret: bytes, key: str, expires: int, signature: str) -> bool:
+    return expires >= time.time() and hmac.compare_digest(_sign(secret, key, expires), signature)
+
+
+def _sign(secret: bytes, key: str, expires: int) -> str:
+    return hmac.new(secret, f"{key}\n{expires}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def load_url_secret(settings: Settings) -> bytes:
+    """The configured secret, or one kept in the data dir so links survive restarts."""
+    if settings.url_secret:
+        return settings.url_secret.encode()
+    path: Path = settings.data_dir / "url_secret"
+    if not path.exists():
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(32))
+    return path.read_text().strip().encode()
