@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     allow_private_urls: bool = Field(
         default=False, description="let input URLs and webhooks reach loopback, private and link-local addresses"
     )
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, description="largest request body accepted")
     max_input_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, description="largest input image accepted")
     url_secret: str | None = Field(
         default=None, description="key that signs output URLs; default: a random one kept in the data dir"

@@ -55,3 +55,15 @@ def test_native_api(serve):
     assert bad.json()["error"]["message"].startswith("width")
     assert client.get("/v1/jobs/unknown").status_code == 404
     assert client.get("/v1/files/outputs/unknown/0.png").status_code == 404
+
+
+def test_oversized_bodies_are_refused_in_the_callers_dialect(serve):
+    client = serve(KS_MAX_BODY_BYTES="100000").client
+    padding = "x" * 200_000
+    native = client.post("/v1/jobs", json={"prompt": "a", "negative_prompt": padding})
+    assert native.status_code == 413
+    assert native.json()["error"]["code"] == "payload_too_large"
+    segmind = client.post("/v2/kandinsky2.2-txt2img", json={"prompt": padding})
+    assert segmind.status_code == 413
+    assert "larger than" in segmind.json()["error"]
+    assert client.get("/no/such/route").status_code == 404

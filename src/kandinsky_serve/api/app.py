@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from kandinsky_serve import __version__
 from kandinsky_serve.api import dialects, errors, health, native
+from kandinsky_serve.api.body_limit import BodyLimit
 from kandinsky_serve.api.state import AppState
 from kandinsky_serve.api.urls import load_url_secret
 from kandinsky_serve.auth.keys import SqliteKeyStore
@@ -78,6 +79,7 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.include_router(health.router)
     app.include_router(native.router)
     for module in found:

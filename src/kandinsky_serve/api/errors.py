@@ -11,6 +11,7 @@ from collections.abc import Callable
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kandinsky_serve.domain.errors import ErrorCode, ServeError, invalid
 
@@ -51,8 +52,28 @@ def install(app: FastAPI) -> None:
         field = ".".join(loc) or "body"
         return render(request, invalid(field, str(first.get("msg", "is invalid"))))
 
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        # FastAPI wraps errors raised while it reads a body (such as BodyLimit's) in a 400
+        if isinstance(exc.__cause__, ServeError):
+            return render(request, exc.__cause__)
+        code = _HTTP_CODES.get(
+            exc.status_code, ErrorCode.INVALID_INPUT if exc.status_code < 500 else ErrorCode.INTERNAL
+        )
+        return render(request, ServeError(code, str(exc.detail)))
+
     app.add_exception_handler(ServeError, on_serve_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+
+
+_HTTP_CODES = {
+    401: ErrorCode.UNAUTHORIZED,
+    403: ErrorCode.FORBIDDEN,
+    404: ErrorCode.NOT_FOUND,
+    413: ErrorCode.PAYLOAD_TOO_LARGE,
+    429: ErrorCode.RATE_LIMITED,
+}
 
 
 def not_found(what: str) -> ServeError:
