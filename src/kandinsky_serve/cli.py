@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import numpy as np
 import typer
 from tqdm import tqdm
@@ -145,8 +146,10 @@ def generate(
     fuse: Annotated[list[str], typer.Option(help="PROMPT_OR_IMAGE_PATH=WEIGHT, repeatable")] = [],  # noqa: B006
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N [env KS_DEVICE]")] = None,
     dtype: Annotated[str | None, typer.Option(help="auto, fp16, bf16, fp32 [env KS_DTYPE]")] = None,
+    server: Annotated[str | None, typer.Option(help="generate on a kandinsky-serve server at this URL")] = None,
+    api_key: Annotated[str | None, typer.Option(help="the server's API key [env KS_API_KEY]")] = None,
 ) -> None:
-    """Generate images locally, without a server."""
+    """Generate images, locally without a server, or on one with --server."""
     settings = Settings()
     try:
         out_format = OutputFormat.from_name(fmt or output.suffix or "png")
@@ -159,7 +162,7 @@ def generate(
         request = GenerationRequest.parse(
             {
                 "task": chosen_task,
-                "model": model or settings.model,
+                "model": model if server else model or settings.model,
                 "prompt": prompt,
                 "negative_prompt": negative_prompt,
                 "width": width,
@@ -180,6 +183,9 @@ def generate(
                 "output_quality": quality,
             }
         )
+        if server:
+            _generate_remote(request, server, api_key, output, out_format)
+            return
         from kandinsky_serve.engine.engine import Engine  # torch and diffusers load only when needed
 
         typer.echo(f"loading {request.model} ...", err=True)
@@ -207,6 +213,40 @@ def generate(
         f"{name.removesuffix('_s')} {seconds:.2f}" for name, seconds in result.timings.items() if name != "total_s"
     )
     typer.echo(f"time: {result.timings['total_s']:.2f} s ({stages})")
+
+
+def _generate_remote(
+    request: GenerationRequest, server: str, api_key: str | None, output: Path, out_format: OutputFormat
+) -> None:
+    from kandinsky_serve.client import Client, ClientError
+
+    bars = _Bars()
+    try:
+        with Client(server, api_key=api_key) as client:
+            job = client.submit(request.model_dump(mode="json", exclude_none=True))
+            typer.echo(f"job {job.id} queued on {server}", err=True)
+            job = client.wait(job.id, on_progress=bars)
+            bars.close()
+            if job.state != "succeeded":
+                error = job.error or {"message": f"the job was {job.state}"}
+                raise ClientError(job.state, error["message"])
+            if request.task is Task.PRIOR:
+                path = output.with_suffix(".json")
+                path.write_bytes(client.download(job.outputs[0]))
+                typer.echo(f"wrote {path}")
+            else:
+                for path, item in zip(_output_paths(output, out_format, len(job.outputs)), job.outputs, strict=True):
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_bytes(client.download(item))
+                    typer.echo(f"wrote {path}")
+    except ClientError as error:
+        bars.close()
+        code = next((c for c in ErrorCode if c.value == error.code), ErrorCode.INTERNAL)
+        raise _fail(ServeError(code, error.message, field=error.field)) from None
+    except httpx.HTTPError as error:
+        bars.close()
+        raise _fail(ServeError(ErrorCode.INTERNAL, f"cannot reach {server}: {error}")) from None
+    typer.echo("seeds: " + ", ".join(str(s) for s in job.seeds))
 
 
 @app.command()
