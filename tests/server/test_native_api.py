@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 SMALL = {"prompt": "a red barn", "width": 64, "height": 64, "steps": 20, "seed": 3}
 
@@ -47,6 +48,14 @@ def test_native_api(serve):
     second = client.get(f"/v1/jobs?limit=2&cursor={first['next_cursor']}").json()
     ids = [j["id"] for j in first["jobs"] + second["jobs"]]
     assert ids[0] == job_id and len(set(ids)) == 3
+
+    # Prometheus metrics, valid text, counting what just ran
+    families = {f.name: f for f in text_string_to_metric_families(httpx.get(f"{server.url}/metrics").text)}
+    assert families["ks_images_generated"].samples[0].value == 4  # 2 + 1 + 1 above
+    assert {s.labels["state"]: s.value for s in families["ks_jobs"].samples}["succeeded"] >= 3
+    decoder_steps = [s for s in families["ks_step_seconds"].samples if s.name.endswith("_count")]
+    assert any(s.labels["stage"] == "decoder" and s.value > 0 for s in decoder_steps)
+    assert "ks_queue_depth" in families and "ks_batch_size" in families
 
     # bad input: 422 in the native error shape, naming the field
     bad = client.post("/v1/jobs", json={**SMALL, "width": 100000})

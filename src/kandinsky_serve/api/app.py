@@ -17,6 +17,7 @@ from kandinsky_serve.api.urls import load_url_secret
 from kandinsky_serve.auth.keys import SqliteKeyStore
 from kandinsky_serve.auth.limits import RateLimiter
 from kandinsky_serve.domain.events import ProgressEvent
+from kandinsky_serve.metrics import Metrics
 from kandinsky_serve.notify import LocalNotifier
 from kandinsky_serve.service import JobService
 from kandinsky_serve.settings import Settings
@@ -37,13 +38,14 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> FastAPI:
         notifier = LocalNotifier()
         notifier.bind(asyncio.get_running_loop())
         store, blobs = open_store(settings), open_blobs(settings)
+        metrics = Metrics(store.counts)
         supervisor = None
         if run_workers:
 
             def progressed(job_ids: tuple[str, ...], event: ProgressEvent) -> None:
                 notifier.publish(job_ids, event)
 
-            supervisor = Supervisor(settings, notifier.publish, progressed)
+            supervisor = Supervisor(settings, notifier.publish, progressed, metrics.observe)
         service = JobService(settings, store, blobs, notifier, supervisor)
 
         def requeued() -> None:
@@ -54,7 +56,7 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> FastAPI:
         keys = SqliteKeyStore(settings.keys_path)
         limiter = RateLimiter(settings.rate_limit_per_minute)
         url_secret = load_url_secret(settings)
-        app.state.ks = AppState(settings, service, notifier, supervisor, janitor, keys, limiter, url_secret)
+        app.state.ks = AppState(settings, service, notifier, supervisor, janitor, keys, limiter, url_secret, metrics)
         if supervisor is not None:
             supervisor.start()
         janitor.start()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from kandinsky_serve.api.state import State
 from kandinsky_serve.domain.job import JobState
+from kandinsky_serve.metrics import CONTENT_TYPE
 
 router = APIRouter(tags=["native"])
 
@@ -35,3 +36,11 @@ def readyz(state: State) -> JSONResponse:
         "workers": workers,
     }
     return JSONResponse(body, status_code=200 if ready else 503)
+
+
+@router.get("/metrics", include_in_schema=False)
+def metrics(state: State) -> Response:
+    """Prometheus metrics: queue depth, jobs by state, step and batch latency, images, batch sizes."""
+    if state.metrics is None:
+        return Response(b"", media_type=CONTENT_TYPE)
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE)

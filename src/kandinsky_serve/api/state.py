@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 
 from kandinsky_serve.auth.keys import KeyStore
 from kandinsky_serve.auth.limits import RateLimiter
+from kandinsky_serve.metrics import Metrics
 from kandinsky_serve.notify import LocalNotifier
 from kandinsky_serve.service import JobService
 from kandinsky_serve.settings import Settings
@@ -26,6 +27,7 @@ class AppState:
     keys: KeyStore
     limiter: RateLimiter
     url_secret: bytes = b""
+    metrics: Metrics | None = None
 
 
 def app_state(request: Request) -> AppState:

@@ -37,6 +37,19 @@ class JobsChanged:
 class Progress:
     job_ids: tuple[str, ...]
     event: ProgressEvent
+    seconds: float = 0.0  # since the previous step of the same stage (0 for a stage's first step)
+
+
+@dataclass(frozen=True)
+class BatchDone:
+    """What a batch cost, for the metrics."""
+
+    size: int
+    images: int
+    seconds: float
+    outcome: str  # succeeded | failed | canceled (of the batch as a whole; failed wins)
+    device: str
+    peak_memory_bytes: int = 0  # on a GPU; 0 on a CPU
 
 
 # supervisor -> worker
@@ -52,5 +65,5 @@ class Cancel:
     job_id: str
 
 
-ToSupervisor = StateChanged | JobsChanged | Progress
+ToSupervisor = StateChanged | JobsChanged | Progress | BatchDone
 ToWorker = Wake | Cancel

@@ -46,7 +46,7 @@ def worker_main(settings_json: str, worker_id: str, device: str, conn: Connectio
         emit(StateChanged(WorkerState.DEFUNCT, device, error.message))
         sys.exit(FATAL_EXIT)
 
-    runner = Runner(worker_id, settings, open_store(settings), open_blobs(settings), engine, emit)
+    runner = Runner(worker_id, settings, open_store(settings), open_blobs(settings), engine, emit, device)
 
     def on_sigterm(_signum: int, _frame: FrameType | None) -> None:
         # The handler runs on the main thread between two bytecodes, possibly while that thread holds

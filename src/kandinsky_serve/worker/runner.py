@@ -23,11 +23,29 @@ from kandinsky_serve.engine.result import GenerationResult
 from kandinsky_serve.imaging import encode_image
 from kandinsky_serve.settings import Settings
 from kandinsky_serve.store.protocol import JobStore
-from kandinsky_serve.worker.messages import JobsChanged, Progress, StateChanged, ToSupervisor, WorkerState
+from kandinsky_serve.worker.messages import (
+    BatchDone,
+    JobsChanged,
+    Progress,
+    StateChanged,
+    ToSupervisor,
+    WorkerState,
+)
 
 log = logging.getLogger(__name__)
 
 _EVENT_INTERVAL = 0.5  # seconds between progress events written to the store (every step goes to the pipe)
+
+
+def peak_memory() -> int:
+    """The GPU memory high-water mark since the last call (0 without a GPU), then reset."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return 0
+    peak = int(torch.cuda.max_memory_allocated())
+    torch.cuda.reset_peak_memory_stats()
+    return peak
 
 
 class BatchEngine(Protocol):
@@ -48,8 +66,10 @@ class Runner:
         blobs: BlobStore,
         engine: BatchEngine,
         emit: Callable[[ToSupervisor], None],
+        device: str = "cpu",
     ) -> None:
         self.worker_id = worker_id
+        self.device = device
         self.settings = settings
         self.store = store
         self.blobs = blobs
@@ -129,10 +149,12 @@ class Runner:
         beating = threading.Event()
         heart = threading.Thread(target=self._heartbeat, args=(ids, beating), daemon=True)
         heart.start()
+        started = time.monotonic()
         try:
             results = self._generate(jobs)
             for job, result in zip(jobs, results, strict=True):
                 self._finish(job, result)
+            self.emit(self._batch_done(jobs, results, time.monotonic() - started))
         finally:
             beating.set()
             heart.join()
@@ -156,6 +178,13 @@ class Runner:
             return [failed] * len(jobs)
         finally:
             progress.flush()
+
+    def _batch_done(
+        self, jobs: list[Job], results: Sequence[GenerationResult | ServeError | None], seconds: float
+    ) -> BatchDone:
+        images = sum(len(r.seeds) for r in results if isinstance(r, GenerationResult))
+        outcome = "failed" if any(isinstance(r, ServeError) for r in results) else "succeeded" if images else "canceled"
+        return BatchDone(len(jobs), images, seconds, outcome, self.device, peak_memory())
 
     def _stopper(self, job_id: str) -> Callable[[], bool]:
         return lambda: job_id in self._stop
@@ -216,9 +245,13 @@ class _ProgressWriter:
         self.emit = emit
         self._pending: JobEvent | None = None
         self._last_write = 0.0
+        self._last_step = 0.0
 
     def __call__(self, event: ProgressEvent) -> None:
-        self.emit(Progress(tuple(self.job_ids), event))
+        now = time.monotonic()
+        seconds = now - self._last_step if event.step > 1 and self._last_step else 0.0
+        self._last_step = now
+        self.emit(Progress(tuple(self.job_ids), event, seconds))
         self._pending = JobEvent.progress(event)
         if event.step == event.total or time.monotonic() - self._last_write >= _EVENT_INTERVAL:
             self.flush()

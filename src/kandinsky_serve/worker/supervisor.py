@@ -18,7 +18,14 @@ from multiprocessing.process import BaseProcess
 
 from kandinsky_serve.domain.events import ProgressEvent
 from kandinsky_serve.settings import Settings
-from kandinsky_serve.worker.messages import JobsChanged, Progress, StateChanged, ToWorker, WorkerState
+from kandinsky_serve.worker.messages import (
+    JobsChanged,
+    Progress,
+    StateChanged,
+    ToSupervisor,
+    ToWorker,
+    WorkerState,
+)
 from kandinsky_serve.worker.process import FATAL_EXIT, worker_main
 
 log = logging.getLogger(__name__)
@@ -63,10 +70,12 @@ class Supervisor:
         settings: Settings,
         on_jobs_changed: Callable[[tuple[str, ...]], None],
         on_progress: Callable[[tuple[str, ...], ProgressEvent], None],
+        observe: Callable[[ToSupervisor], None] | None = None,
     ) -> None:
         self.settings = settings
         self.on_jobs_changed = on_jobs_changed
         self.on_progress = on_progress
+        self.observe = observe
         self._context = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited CUDA state
         self._workers: list[WorkerHandle] = []
         self._stopping = threading.Event()
@@ -130,6 +139,8 @@ class Supervisor:
             message = handle.conn.recv()
         except (EOFError, OSError):
             return  # the sentinel reports the exit
+        if self.observe is not None:
+            self.observe(message)
         if isinstance(message, StateChanged):
             handle.state = message.state
             handle.detail = message.detail
