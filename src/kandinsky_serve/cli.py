@@ -261,11 +261,10 @@ def serve(
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N [env KS_DEVICE]")] = None,
 ) -> None:
     """Run the API and its GPU workers on this machine, with the embedded job store."""
-    import logging
-
     import uvicorn
 
     from kandinsky_serve.api.app import create_app
+    from kandinsky_serve.logs import configure as configure_logs
 
     overrides: dict[str, Any] = {
         "model": model,
@@ -282,8 +281,8 @@ def serve(
         resolve_model(settings.model)  # an unknown model is a one-line error, before anything starts
     except ServeError as error:
         raise _fail(error) from None
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    configure_logs(settings.log_format, "api")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info", log_config=None)
 
 
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)

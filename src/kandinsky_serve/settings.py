@@ -6,6 +6,7 @@ Every CLI flag that configures the server has an environment variable of the sam
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -18,6 +19,7 @@ class Settings(BaseSettings):
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
     dtype: str = Field(default="auto", description="auto (fp16 on CUDA, fp32 on CPU), fp16, bf16 or fp32")
     data_dir: Path = Field(default=Path("data"), description="where jobs, inputs and outputs are kept")
+    log_format: Literal["text", "json"] = Field(default="text", description="text, or json: one object a line")
     host: str = Field(default="127.0.0.1", description="address the API listens on (0.0.0.0 to accept others)")
     port: int = Field(default=8000, ge=0, le=65535, description="port the API listens on")
     public_url: str | None = Field(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 
@@ -169,10 +170,15 @@ def test_retention_removes_inputs_and_outputs_but_keeps_the_record(serve, photo)
     assert client.get(url).status_code == 404
 
 
-def test_readyz_reports_each_worker(serve):
-    server = serve()
+def test_readyz_reports_each_worker_and_json_logs_carry_job_ids(serve):
+    server = serve(KS_LOG_FORMAT="json")
     ready = server.client.get("/readyz").json()
     assert ready["ready"] is True
     assert ready["model"] == "tiny"
     [worker] = ready["workers"]
     assert worker["device"] == "cpu" and worker["state"] == "ready" and worker["pid"] > 0
+
+    job_id = submit(server.client, prompt="a fox", width=64, height=64, steps=2)
+    finished(server.client, job_id)
+    records = [json.loads(line) for line in server.log.read_text().splitlines() if line.startswith("{")]
+    assert any(job_id in r.get("job_ids", ()) and r["process"].startswith("worker") for r in records)

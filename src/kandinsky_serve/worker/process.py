@@ -6,7 +6,6 @@ is fatal: the process exits with FATAL_EXIT and the supervisor does not restart 
 
 from __future__ import annotations
 
-import logging
 import signal
 import sys
 import threading
@@ -14,6 +13,7 @@ from multiprocessing.connection import Connection
 from types import FrameType
 
 from kandinsky_serve.domain.errors import ServeError
+from kandinsky_serve.logs import configure as configure_logs
 from kandinsky_serve.settings import Settings
 from kandinsky_serve.store.factory import open_blobs, open_store
 from kandinsky_serve.worker.messages import Cancel, StateChanged, ToSupervisor, Wake, WorkerState
@@ -24,9 +24,7 @@ FATAL_EXIT = 3
 
 def worker_main(settings_json: str, worker_id: str, device: str, conn: Connection) -> None:
     settings = Settings.model_validate_json(settings_json)
-    logging.basicConfig(
-        level=logging.INFO, format=f"%(asctime)s %(levelname)s worker {worker_id} %(name)s: %(message)s"
-    )
+    configure_logs(settings.log_format, f"worker {worker_id}")
     send_lock = threading.Lock()
 
     def emit(message: ToSupervisor) -> None:

@@ -137,7 +137,7 @@ class Runner:
 
     def _run(self, jobs: list[Job]) -> None:
         ids = [job.id for job in jobs]
-        log.info("batch of %d: %s", len(jobs), ", ".join(ids))
+        log.info("batch of %d: %s", len(jobs), ", ".join(ids), extra={"job_ids": ids})
         with self._lock:
             self._active = list(ids)
             self._stop = {job.id for job in jobs if job.cancel_requested}
@@ -173,7 +173,7 @@ class Runner:
         except ServeError as error:
             return [error] * len(jobs)
         except Exception as exc:
-            log.exception("generation failed for %s", ", ".join(job.id for job in jobs))
+            log.exception("generation failed", extra={"job_ids": [job.id for job in jobs]})
             failed = ServeError(ErrorCode.GENERATION_FAILED, f"The generation failed: {type(exc).__name__}: {exc}")
             return [failed] * len(jobs)
         finally:
@@ -193,7 +193,7 @@ class Runner:
         if isinstance(result, list):  # pragma: no cover - zip hands single results
             raise TypeError(result)
         if job.id in self._lost:
-            log.warning("job %s: lease lost to another worker; leaving it to them", job.id)
+            log.warning("lease lost to another worker; leaving the job to them", extra={"job_ids": [job.id]})
         elif isinstance(result, ServeError):
             self.store.fail(job.id, self.worker_id, result.code, result.message)
         elif result is None and job.id in self._release:
@@ -201,7 +201,7 @@ class Runner:
         elif result is None:
             self.store.finish_canceled(job.id, self.worker_id)
         elif not self.store.complete(job.id, self.worker_id, self._save_outputs(job, result)):
-            log.warning("job %s: finished after its lease was taken; the other run's result stands", job.id)
+            log.warning("finished after the lease was taken; the other run stands", extra={"job_ids": [job.id]})
 
     def _save_outputs(self, job: Job, result: GenerationResult) -> list[Output]:
         request = job.request
