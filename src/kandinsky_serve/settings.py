@@ -19,6 +19,10 @@ class Settings(BaseSettings):
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
     dtype: str = Field(default="auto", description="auto (fp16 on CUDA, fp32 on CPU), fp16, bf16 or fp32")
     data_dir: Path = Field(default=Path("data"), description="where jobs, inputs and outputs are kept")
+    store_url: str | None = Field(
+        default=None, description="redis://host:6379/0 to keep jobs and outputs in Redis; default: SQLite in data_dir"
+    )
+    redis_prefix: str = Field(default="ks", description="prefix of every Redis key (use {ks} on a Redis Cluster)")
     log_format: Literal["text", "json"] = Field(default="text", description="text, or json: one object a line")
     host: str = Field(default="127.0.0.1", description="address the API listens on (0.0.0.0 to accept others)")
     port: int = Field(default=8000, ge=0, le=65535, description="port the API listens on")

@@ -9,13 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urldefrag
 
 from kandinsky_serve.blobs import BlobStore, LocalBlobStore
+from kandinsky_serve.blobs.redis import RedisBlobStore
 from kandinsky_serve.domain.job import Job, Output, utcnow
 from kandinsky_serve.store import JobStore, SqliteJobStore
+from kandinsky_serve.store.redis import RedisJobStore
 
-JOB_BACKENDS = ["sqlite"]
-BLOB_BACKENDS = ["local"]
+JOB_BACKENDS = ["sqlite", "redis"]
+BLOB_BACKENDS = ["local", "redis"]
 
 
 class FakeClock:
@@ -32,15 +35,22 @@ class FakeClock:
 
 
 def open_job_store(backend: str, location: str, clock: Callable[[], datetime] = utcnow) -> JobStore:
-    """A store on the data at `location`: opening it again reaches the same jobs."""
+    """A store on the data at `location`: opening it again reaches the same jobs. For sqlite a directory;
+    for redis a server's URL with the key prefix as its fragment ('redis://host:port/0#prefix')."""
     if backend == "sqlite":
         return SqliteJobStore(Path(location) / "jobs.db", clock=clock)
+    if backend == "redis":
+        url, prefix = urldefrag(location)
+        return RedisJobStore(url, prefix=prefix, clock=clock)
     raise ValueError(f"no job store backend {backend!r}")
 
 
 def open_blob_store(backend: str, location: str) -> BlobStore:
     if backend == "local":
         return LocalBlobStore(Path(location) / "blobs")
+    if backend == "redis":
+        url, prefix = urldefrag(location)
+        return RedisBlobStore(url, prefix=prefix)
     raise ValueError(f"no blob store backend {backend!r}")
 
 

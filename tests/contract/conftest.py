@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -14,6 +15,7 @@ from kandinsky_serve.blobs import BlobStore
 from kandinsky_serve.domain.job import Job
 from kandinsky_serve.domain.request import GenerationRequest
 from kandinsky_serve.store import JobStore
+from tests.redis_server import RedisServer
 
 from . import BLOB_BACKENDS, JOB_BACKENDS, FakeClock, open_blob_store, open_job_store
 
@@ -32,9 +34,25 @@ class JobStoreFactory:
         return store
 
 
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for the whole session; each test keeps to keys of its own prefix."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+def location(backend: str, request: pytest.FixtureRequest, tmp_path) -> str:
+    """Where a test's data lives: its own directory, or its own key prefix on the session's Redis."""
+    if backend == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        return f"{server.url}#test-{uuid.uuid4().hex[:12]}"
+    return str(tmp_path)
+
+
 @pytest.fixture(params=JOB_BACKENDS)
 def job_backend(request: pytest.FixtureRequest, tmp_path) -> Iterator[JobStoreFactory]:
-    factory = JobStoreFactory(request.param, str(tmp_path))
+    factory = JobStoreFactory(request.param, location(request.param, request, tmp_path))
     yield factory
     for store in factory.opened:
         store.close()
@@ -51,8 +69,11 @@ def store(job_backend: JobStoreFactory, clock: FakeClock) -> JobStore:
 
 
 @pytest.fixture(params=BLOB_BACKENDS)
-def blobs(request: pytest.FixtureRequest, tmp_path) -> BlobStore:
-    return open_blob_store(request.param, str(tmp_path))
+def blobs(request: pytest.FixtureRequest, tmp_path) -> Iterator[BlobStore]:
+    store = open_blob_store(request.param, location(request.param, request, tmp_path))
+    yield store
+    if (close := getattr(store, "close", None)) is not None:  # BlobStore has no close(); Redis ones do
+        close()
 
 
 @pytest.fixture

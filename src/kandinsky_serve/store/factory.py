@@ -8,6 +8,10 @@ from kandinsky_serve.store.protocol import JobStore
 
 
 def open_store(settings: Settings) -> JobStore:
+    if settings.store_url is not None:
+        from kandinsky_serve.store.redis import RedisJobStore
+
+        return RedisJobStore(settings.store_url, prefix=settings.redis_prefix)
     from kandinsky_serve.store.sqlite import SqliteJobStore
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -15,6 +19,10 @@ def open_store(settings: Settings) -> JobStore:
 
 
 def open_blobs(settings: Settings) -> BlobStore:
+    if settings.store_url is not None:
+        from kandinsky_serve.blobs.redis import RedisBlobStore
+
+        return RedisBlobStore(settings.store_url, prefix=settings.redis_prefix, ttl_seconds=settings.retention_seconds)
     from kandinsky_serve.blobs.local import LocalBlobStore
 
     settings.blob_dir.mkdir(parents=True, exist_ok=True)
