@@ -11,6 +11,7 @@ import numpy as np
 import typer
 from tqdm import tqdm
 
+from kandinsky_serve.auth.keys import KeyStore
 from kandinsky_serve.domain.errors import ErrorCode, ServeError
 from kandinsky_serve.domain.events import ProgressEvent, Stage
 from kandinsky_serve.domain.request import FuseItem, GenerationRequest, OutputFormat, Task
@@ -249,31 +250,11 @@ def _generate_remote(
     typer.echo("seeds: " + ", ".join(str(s) for s in job.seeds))
 
 
-@app.command()
-def serve(
-    model: Annotated[str | None, typer.Option(help="model id or local weights folder [env KS_MODEL]")] = None,
-    host: Annotated[str | None, typer.Option(help="listen address [env KS_HOST, default 127.0.0.1]")] = None,
-    port: Annotated[int | None, typer.Option(help="listen port [env KS_PORT, default 8000]")] = None,
-    data_dir: Annotated[
-        Path | None, typer.Option(help="jobs, inputs and outputs [env KS_DATA_DIR, default ./data]")
-    ] = None,
-    workers: Annotated[int | None, typer.Option(help="worker processes; 0 = one per GPU [env KS_WORKERS]")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N [env KS_DEVICE]")] = None,
-) -> None:
-    """Run the API and its GPU workers on this machine, with the embedded job store."""
-    import uvicorn
+StoreUrl = Annotated[str | None, typer.Option(help="redis://host:6379/0 to share a Redis [env KS_STORE_URL]")]
 
-    from kandinsky_serve.api.app import create_app
-    from kandinsky_serve.logs import configure as configure_logs
 
-    overrides: dict[str, Any] = {
-        "model": model,
-        "host": host,
-        "port": port,
-        "data_dir": data_dir,
-        "workers": workers,
-        "device": device,
-    }
+def _settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with the flags that were given on top."""
     try:
         settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
         from kandinsky_serve.engine.registry import resolve_model
@@ -281,8 +262,73 @@ def serve(
         resolve_model(settings.model)  # an unknown model is a one-line error, before anything starts
     except ServeError as error:
         raise _fail(error) from None
+    return settings
+
+
+def _run_api(settings: Settings, supervise: bool) -> None:
+    import uvicorn
+
+    from kandinsky_serve.api.app import create_app
+    from kandinsky_serve.logs import configure as configure_logs
+
     configure_logs(settings.log_format, "api")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info", log_config=None)
+    app = create_app(settings, run_workers=supervise)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", log_config=None)
+
+
+@app.command()
+def serve(
+    model: Annotated[str | None, typer.Option(help="model id or local weights folder [env KS_MODEL]")] = None,
+    host: Annotated[str | None, typer.Option(help="listen address [env KS_HOST, default 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="listen port [env KS_PORT, default 8000]")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="jobs, inputs, outputs [env KS_DATA_DIR, default ./data]")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="worker processes; 0 = one per GPU [env KS_WORKERS]")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N [env KS_DEVICE]")] = None,
+    store_url: StoreUrl = None,
+) -> None:
+    """Run the API and its GPU workers on this machine, with the embedded job store."""
+    settings = _settings(
+        model=model, host=host, port=port, data_dir=data_dir, workers=workers, device=device, store_url=store_url
+    )
+    _run_api(settings, supervise=True)
+
+
+@app.command()
+def api(
+    model: Annotated[str | None, typer.Option(help="the model the workers run [env KS_MODEL]")] = None,
+    host: Annotated[str | None, typer.Option(help="listen address [env KS_HOST, default 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="listen port [env KS_PORT, default 8000]")] = None,
+    store_url: StoreUrl = None,
+) -> None:
+    """Run an API node only: jobs go to `kandinsky-serve worker` processes through a shared Redis."""
+    from kandinsky_serve.worker.process import needs_store_url
+
+    settings = _settings(model=model, host=host, port=port, store_url=store_url)
+    if settings.store_url is None:
+        raise _fail(needs_store_url("api"))
+    _run_api(settings, supervise=False)
+
+
+@app.command()
+def worker(
+    model: Annotated[str | None, typer.Option(help="model id or local weights folder [env KS_MODEL]")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N [env KS_DEVICE]")] = None,
+    store_url: StoreUrl = None,
+) -> None:
+    """Run one worker (one GPU) that takes jobs from a shared Redis; run one per GPU."""
+    from kandinsky_serve.engine.devices import resolve_device
+    from kandinsky_serve.worker.process import needs_store_url, standalone_main
+
+    settings = _settings(model=model, device=device, store_url=store_url)
+    if settings.store_url is None:
+        raise _fail(needs_store_url("worker"))
+    try:
+        chosen = str(resolve_device(settings.device))
+    except ServeError as error:
+        raise _fail(error) from None
+    standalone_main(settings, "cuda:0" if chosen == "cuda" else chosen)
 
 
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
@@ -291,11 +337,11 @@ app.add_typer(keys_app, name="keys")
 DataDir = Annotated[Path | None, typer.Option(help="the server's data dir [env KS_DATA_DIR, default ./data]")]
 
 
-def _key_store(data_dir: Path | None) -> Any:
-    from kandinsky_serve.auth.keys import SqliteKeyStore
+def _key_store(data_dir: Path | None, store_url: str | None) -> KeyStore:
+    from kandinsky_serve.auth.factory import open_keys
 
-    settings = Settings(data_dir=data_dir) if data_dir else Settings()
-    return SqliteKeyStore(settings.keys_path)
+    overrides: dict[str, Any] = {"data_dir": data_dir, "store_url": store_url}
+    return open_keys(Settings(**{k: v for k, v in overrides.items() if v is not None}))
 
 
 @keys_app.command("create")
@@ -303,27 +349,28 @@ def keys_create(
     credits: Annotated[float | None, typer.Option(help="credits it may spend (default: unlimited)")] = None,
     name: Annotated[str, typer.Option(help="a label for the key")] = "",
     data_dir: DataDir = None,
+    store_url: StoreUrl = None,
 ) -> None:
     """Create a key. The key is printed once, as the last line; it cannot be shown again."""
-    key, secret = _key_store(data_dir).create(name, credits)
+    key, secret = _key_store(data_dir, store_url).create(name, credits)
     limit = "unlimited" if key.credits is None else f"{key.credits:g}"
     typer.echo(f"created key {key.id} ({name or 'no name'}), credits: {limit}", err=True)
     typer.echo(secret)
 
 
 @keys_app.command("list")
-def keys_list(data_dir: DataDir = None) -> None:
+def keys_list(data_dir: DataDir = None, store_url: StoreUrl = None) -> None:
     """List keys (never their secrets)."""
-    for key in _key_store(data_dir).list():
+    for key in _key_store(data_dir, store_url).list():
         credits = "unlimited" if key.credits is None else f"{key.credits:g}"
         state = "revoked" if key.revoked else "active"
         typer.echo(f"{key.id}  {state:<7}  credits {credits:<10}  {key.created_at:%Y-%m-%d %H:%M}  {key.name}")
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_id: str, data_dir: DataDir = None) -> None:
+def keys_revoke(key_id: str, data_dir: DataDir = None, store_url: StoreUrl = None) -> None:
     """Revoke a key: it stops working at once."""
-    if not _key_store(data_dir).revoke(key_id):
+    if not _key_store(data_dir, store_url).revoke(key_id):
         typer.echo(f"error: no active key {key_id}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked {key_id}")

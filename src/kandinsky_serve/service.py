@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
+from kandinsky_serve.auth.keys import RateLimiter
 from kandinsky_serve.auth.pricing import price
 from kandinsky_serve.blobs.protocol import BlobStore
 from kandinsky_serve.domain.errors import ErrorCode, ServeError, invalid
@@ -27,10 +28,17 @@ if TYPE_CHECKING:
     from kandinsky_serve.api.auth import Caller
 
 
-class WorkerLink(Protocol):
-    """How the service reaches the workers (the supervisor, or nothing when workers run elsewhere)."""
+class WorkerPool(Protocol):
+    """The workers as an API process sees them: its own supervised children (`serve`), or workers on
+    other machines reached over the Redis bus (`api`)."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
 
     def broadcast(self, message: ToWorker) -> None: ...
+
+    def status(self) -> list[dict[str, object]]: ...
 
 
 class JobService:
@@ -40,18 +48,24 @@ class JobService:
         store: JobStore,
         blobs: BlobStore,
         notifier: Notifier,
-        workers: WorkerLink | None = None,
+        workers: WorkerPool | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.blobs = blobs
         self.notifier = notifier
         self.workers = workers
+        # counts submissions, not status polls: SDKs poll once a second, and the GPUs are guarded by
+        # the jobs-in-flight limit anyway (Replicate, too, limits creating predictions apart)
+        self.limiter = limiter
         self.model: ModelSpec = resolve_model(settings.model)
 
     def submit(self, request: GenerationRequest, caller: Caller, meta: dict[str, object] | None = None) -> Job:
-        """Queues the request for the caller, if its credits, its jobs in flight and the queue allow."""
+        """Queues the request for the caller, if its rate, credits, jobs in flight and the queue allow."""
         request = self.canonical(request)
+        if self.limiter is not None:
+            self.limiter.check(caller.owner)
         cost = price(request, self.settings.credits_per_unit)
         admission = Admission(
             budget=caller.key.credits if caller.key else None,

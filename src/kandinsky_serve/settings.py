@@ -41,7 +41,7 @@ class Settings(BaseSettings):
         default=None,
         description="require an API key; default: once any key exists, or when listening beyond 127.0.0.1",
     )
-    rate_limit_per_minute: int = Field(default=60, ge=0, description="requests a key may make a minute (0: no limit)")
+    rate_limit_per_minute: int = Field(default=60, ge=0, description="jobs a key may submit a minute (0: no limit)")
     max_jobs_per_key: int = Field(default=10, ge=1, description="queued + running jobs a key may have at once")
     allow_private_urls: bool = Field(
         default=False, description="let input URLs and webhooks reach loopback, private and link-local addresses"

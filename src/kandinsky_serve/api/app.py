@@ -14,12 +14,11 @@ from kandinsky_serve.api import dialects, errors, health, native
 from kandinsky_serve.api.body_limit import BodyLimit
 from kandinsky_serve.api.state import AppState
 from kandinsky_serve.api.urls import load_url_secret
-from kandinsky_serve.auth.keys import SqliteKeyStore
-from kandinsky_serve.auth.limits import RateLimiter
+from kandinsky_serve.auth.factory import open_keys, open_limiter
 from kandinsky_serve.domain.events import ProgressEvent
 from kandinsky_serve.metrics import Metrics
 from kandinsky_serve.notify import LocalNotifier
-from kandinsky_serve.service import JobService
+from kandinsky_serve.service import JobService, WorkerPool
 from kandinsky_serve.settings import Settings
 from kandinsky_serve.store.factory import open_blobs, open_store
 from kandinsky_serve.worker.janitor import Janitor
@@ -30,7 +29,8 @@ log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings, *, run_workers: bool = True) -> FastAPI:
-    """The API; with run_workers it also supervises one worker process per device (`serve`)."""
+    """The API. With run_workers it supervises one worker process per device (`serve`); without, on
+    Redis (KS_STORE_URL), it reaches the workers on other machines over the bus (`api`)."""
     found = dialects.modules()
 
     @asynccontextmanager
@@ -39,30 +39,23 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> FastAPI:
         notifier.bind(asyncio.get_running_loop())
         store, blobs = open_store(settings), open_blobs(settings)
         metrics = Metrics(store.counts)
-        supervisor = None
-        if run_workers:
-
-            def progressed(job_ids: tuple[str, ...], event: ProgressEvent) -> None:
-                notifier.publish(job_ids, event)
-
-            supervisor = Supervisor(settings, notifier.publish, progressed, metrics.observe)
-        service = JobService(settings, store, blobs, notifier, supervisor)
+        workers = _workers(settings, run_workers, notifier, metrics)
+        keys, limiter = open_keys(settings), open_limiter(settings)
+        service = JobService(settings, store, blobs, notifier, workers, limiter)
 
         def requeued() -> None:
-            if supervisor is not None:
-                supervisor.broadcast(Wake())
+            if workers is not None:
+                workers.broadcast(Wake())
 
         janitor = Janitor(settings, store, blobs, notifier.publish, requeued)
-        keys = SqliteKeyStore(settings.keys_path)
-        limiter = RateLimiter(settings.rate_limit_per_minute)
         url_secret = load_url_secret(settings)
-        app.state.ks = AppState(settings, service, notifier, supervisor, janitor, keys, limiter, url_secret, metrics)
-        if supervisor is not None:
-            supervisor.start()
+        app.state.ks = AppState(settings, service, notifier, workers, janitor, keys, limiter, url_secret, metrics)
+        if workers is not None:
+            workers.start()
         janitor.start()
         # a dialect may run a task for the server's lifetime (Replicate sends webhooks from one)
         tasks = [asyncio.create_task(m.background(app.state.ks)) for m in found if hasattr(m, "background")]
-        log.info("serving %s from %s", service.model.id, settings.data_dir)
+        log.info("serving %s from %s", service.model.id, settings.store_url or settings.data_dir)
         try:
             yield
         finally:
@@ -70,8 +63,8 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> FastAPI:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             janitor.stop()
-            if supervisor is not None:
-                await asyncio.to_thread(supervisor.stop)
+            if workers is not None:
+                await asyncio.to_thread(workers.stop)
             store.close()
 
     app = FastAPI(
@@ -87,3 +80,19 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> FastAPI:
     for module in found:
         app.include_router(module.router)
     return app
+
+
+def _workers(settings: Settings, supervise: bool, notifier: LocalNotifier, metrics: Metrics) -> WorkerPool | None:
+    """Our own worker processes (`serve`), the workers on the Redis bus (`api`), or none (tests)."""
+
+    def progressed(job_ids: tuple[str, ...], event: ProgressEvent) -> None:
+        notifier.publish(job_ids, event)
+
+    if supervise:
+        return Supervisor(settings, notifier.publish, progressed, metrics.observe)
+    if settings.store_url is not None:
+        from kandinsky_serve.bus import RedisBus, RemoteWorkers
+
+        bus = RedisBus(settings.store_url, settings.redis_prefix)
+        return RemoteWorkers(bus, notifier.publish, progressed, metrics.observe)
+    return None

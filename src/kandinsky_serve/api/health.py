@@ -21,7 +21,7 @@ def healthz() -> dict[str, str]:
 @router.get("/readyz")
 def readyz(state: State) -> JSONResponse:
     """Ready when the store answers and at least one worker has its model loaded."""
-    workers = state.supervisor.status() if state.supervisor is not None else []
+    workers = state.workers.status() if state.workers is not None else []
     try:
         counts = state.service.store.counts()
         store_ok = True

@@ -7,14 +7,12 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from kandinsky_serve.auth.keys import KeyStore
-from kandinsky_serve.auth.limits import RateLimiter
+from kandinsky_serve.auth.keys import KeyStore, RateLimiter
 from kandinsky_serve.metrics import Metrics
 from kandinsky_serve.notify import LocalNotifier
-from kandinsky_serve.service import JobService
+from kandinsky_serve.service import JobService, WorkerPool
 from kandinsky_serve.settings import Settings
 from kandinsky_serve.worker.janitor import Janitor
-from kandinsky_serve.worker.supervisor import Supervisor
 
 
 @dataclass
@@ -22,7 +20,7 @@ class AppState:
     settings: Settings
     service: JobService
     notifier: LocalNotifier
-    supervisor: Supervisor | None
+    workers: WorkerPool | None
     janitor: Janitor | None
     keys: KeyStore
     limiter: RateLimiter

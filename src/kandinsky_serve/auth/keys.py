@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-_DUMMY_HASH = hashlib.sha256(b"no such key").hexdigest()
+DUMMY_HASH = hashlib.sha256(b"no such key").hexdigest()
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,12 @@ class ApiKey:
     credits: float | None  # None: unlimited
     created_at: datetime
     revoked: bool = False
+
+
+class RateLimiter(Protocol):
+    def check(self, key: str) -> None:
+        """Counts one request of key, or raises ServeError rate_limited with retry_after."""
+        ...
 
 
 class KeyStore(Protocol):
@@ -44,8 +50,14 @@ class KeyStore(Protocol):
     def any_active(self) -> bool: ...
 
 
-def _hash(secret: str) -> str:
+def secret_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def key_id_of(secret: str) -> str:
+    """The id part of `ks_<id>_<secret>`, or "" for anything else."""
+    parts = secret.split("_")
+    return parts[1] if len(parts) >= 3 and parts[0] == "ks" else ""
 
 
 class SqliteKeyStore:
@@ -76,7 +88,7 @@ class SqliteKeyStore:
         with self._conn() as conn:
             conn.execute(
                 "INSERT INTO keys (id, name, hash, credits, created_at) VALUES (?, ?, ?, ?, ?)",
-                (key.id, key.name, _hash(secret), key.credits, key.created_at.isoformat()),
+                (key.id, key.name, secret_hash(secret), key.credits, key.created_at.isoformat()),
             )
         return key, secret
 
@@ -89,7 +101,7 @@ class SqliteKeyStore:
             .fetchone()
         )
         # compare even when there is no row, so timing does not tell whether an id exists
-        matches = hmac.compare_digest(_hash(secret), row[2] if row else _DUMMY_HASH)
+        matches = hmac.compare_digest(secret_hash(secret), row[2] if row else DUMMY_HASH)
         if row is None or not matches or row[5]:
             return None
         return ApiKey(row[0], row[1], row[3], datetime.fromisoformat(row[4]))

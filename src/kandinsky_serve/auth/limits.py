@@ -1,7 +1,8 @@
-"""Requests per minute per key: a token bucket in this process (one API process per store here)."""
+"""Requests per minute per key: a token bucket in this process (one API process: `serve` on SQLite)."""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -9,7 +10,7 @@ from collections.abc import Callable
 from kandinsky_serve.domain.errors import ErrorCode, ServeError
 
 
-class RateLimiter:
+class MemoryRateLimiter:
     def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.capacity = float(per_minute)
         self.refill = per_minute / 60.0  # tokens per second
@@ -30,7 +31,7 @@ class RateLimiter:
                 self._buckets[key] = (tokens, now)
                 raise ServeError(
                     ErrorCode.RATE_LIMITED,
-                    f"Rate limit reached: {self.capacity:g} requests a minute; retry in {wait:.0f} s.",
-                    retry_after=max(1, round(wait)),
+                    f"Rate limit reached: {self.capacity:g} jobs a minute; retry in {math.ceil(wait)} s.",
+                    retry_after=math.ceil(wait),
                 )
             self._buckets[key] = (tokens - 1.0, now)

@@ -1,7 +1,9 @@
-"""The entry point of a worker process: load the model once, then run the work loop.
+"""Worker entry points: load the model once, then run the work loop.
 
-SIGTERM drains (finish or give back the running batch, take no more). A model that cannot load
-is fatal: the process exits with FATAL_EXIT and the supervisor does not restart it in a loop.
+Two ways in: a child of the one-machine supervisor, talking over a pipe (`serve`), or a process of
+its own on a GPU machine, talking over the Redis bus (`kandinsky-serve worker`). SIGTERM drains
+(finish or give back the running batch, take no more). A model that cannot load is fatal: the
+process exits with FATAL_EXIT and a supervisor does not restart it in a loop.
 """
 
 from __future__ import annotations
@@ -9,31 +11,24 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from types import FrameType
 
-from kandinsky_serve.domain.errors import ServeError
+from kandinsky_serve.domain.errors import ErrorCode, ServeError
 from kandinsky_serve.logs import configure as configure_logs
 from kandinsky_serve.settings import Settings
 from kandinsky_serve.store.factory import open_blobs, open_store
-from kandinsky_serve.worker.messages import Cancel, StateChanged, ToSupervisor, Wake, WorkerState
+from kandinsky_serve.worker.messages import Cancel, StateChanged, ToSupervisor, ToWorker, Wake, WorkerState
 from kandinsky_serve.worker.runner import Runner
 
 FATAL_EXIT = 3
 
+Emit = Callable[[ToSupervisor], None]
+Listen = Callable[[Runner], None]  # feeds the runner what the API asks, until the link ends
 
-def worker_main(settings_json: str, worker_id: str, device: str, conn: Connection) -> None:
-    settings = Settings.model_validate_json(settings_json)
-    configure_logs(settings.log_format, f"worker {worker_id}")
-    send_lock = threading.Lock()
 
-    def emit(message: ToSupervisor) -> None:
-        with send_lock:
-            try:
-                conn.send(message)
-            except (BrokenPipeError, OSError):
-                pass  # the supervisor is gone; the reader below notices and drains
-
+def run_worker(settings: Settings, worker_id: str, device: str, emit: Emit, listen: Listen) -> None:
     emit(StateChanged(WorkerState.STARTING, device))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # until the model is loaded, just stop
     try:
@@ -52,18 +47,86 @@ def worker_main(settings_json: str, worker_id: str, device: str, conn: Connectio
         threading.Thread(target=runner.drain, name="drain", daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_sigterm)
-    threading.Thread(target=_read, args=(conn, runner), daemon=True).start()
+    threading.Thread(target=listen, args=(runner,), name="listen", daemon=True).start()
     runner.run_forever()
 
 
-def _read(conn: Connection, runner: Runner) -> None:
-    while True:
-        try:
-            message = conn.recv()
-        except (EOFError, OSError):
-            runner.drain()  # the supervisor died: finish up and leave
-            return
-        if isinstance(message, Wake):
-            runner.wake()
-        elif isinstance(message, Cancel):
-            runner.cancel(message.job_id)
+def needs_store_url(command: str) -> ServeError:
+    return ServeError(
+        ErrorCode.INVALID_INPUT,
+        f"kandinsky-serve {command} needs KS_STORE_URL (or --store-url), e.g. redis://host:6379/0: API nodes and "
+        "workers on their own share a Redis; on one machine, use kandinsky-serve serve",
+        field="store_url",
+    )
+
+
+def deliver(message: ToWorker, runner: Runner) -> None:
+    if isinstance(message, Wake):
+        runner.wake()
+    elif isinstance(message, Cancel):
+        runner.cancel(message.job_id)
+
+
+# --- a child of the supervisor ----------------------------------------------------------------
+
+
+def worker_main(settings_json: str, worker_id: str, device: str, conn: Connection) -> None:
+    settings = Settings.model_validate_json(settings_json)
+    configure_logs(settings.log_format, f"worker {worker_id}")
+    send_lock = threading.Lock()
+
+    def emit(message: ToSupervisor) -> None:
+        with send_lock:
+            try:
+                conn.send(message)
+            except (BrokenPipeError, OSError):
+                pass  # the supervisor is gone; the reader notices and drains
+
+    def listen(runner: Runner) -> None:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                runner.drain()  # the supervisor died: finish up and leave
+                return
+            deliver(message, runner)
+
+    run_worker(settings, worker_id, device, emit, listen)
+
+
+# --- a worker of its own, on the Redis bus ------------------------------------------------------
+
+
+def standalone_main(settings: Settings, device: str) -> None:
+    from kandinsky_serve.bus import PRESENCE_SECONDS, RedisBus, WorkerIdentity, decode
+
+    if settings.store_url is None:
+        raise needs_store_url("worker")
+    bus = RedisBus(settings.store_url, settings.redis_prefix)
+    identity = WorkerIdentity.here(device)
+    configure_logs(settings.log_format, f"worker {identity.id}")
+    last_state: list[StateChanged] = [StateChanged(WorkerState.STARTING, device)]
+    stop = threading.Event()
+
+    def emit(message: ToSupervisor) -> None:
+        if isinstance(message, StateChanged):
+            last_state[0] = message
+        bus.report(identity, message)
+
+    def announce() -> None:
+        while not stop.wait(PRESENCE_SECONDS):
+            bus.report(identity, last_state[0])
+
+    def listen(runner: Runner) -> None:
+        def handle(data: dict[str, object]) -> None:
+            message = decode(data)
+            if isinstance(message, Wake | Cancel):
+                deliver(message, runner)
+
+        bus.listen(bus.control_channel, handle, stop)
+
+    threading.Thread(target=announce, name="presence", daemon=True).start()
+    try:
+        run_worker(settings, identity.id, device, emit, listen)
+    finally:
+        stop.set()
