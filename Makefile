@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MODEL ?= tiny
 
-.PHONY: install serve generate test lint typecheck check clean
+.PHONY: install serve generate test lint typecheck check openapi docs clean
 
 install: $(STAMP)
 
@@ -35,6 +35,13 @@ typecheck: install
 	$(BIN)/mypy
 
 check: lint typecheck test
+
+# The committed API description and configuration reference; tests fail when they are stale.
+openapi: install
+	$(BIN)/python -m kandinsky_serve.api.openapi_export
+
+docs: openapi
+	$(BIN)/python -m kandinsky_serve.settings_doc > docs/configuration.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -143,4 +143,4 @@ def test_logs_record_the_batch_and_tqdm_progress(store, blobs, engine22):
     make_runner(store, blobs, engine22).run_once()
     lines = [e.message for e in store.events(job.id)]
     assert lines[0].startswith("running in a batch of 1 on worker worker-1")
-    assert "decoder: 100%|██████████| 4/4" in lines
+    assert "100%|██████████| 4/4 decoder" in lines

@@ -91,11 +91,12 @@ class JobEvent(BaseModel):
 
 
 def tqdm_line(event: ProgressEvent) -> str:
-    """A progress line in the tqdm format Replicate clients parse for their progress bars."""
+    """A progress line in the tqdm format Replicate clients parse for their progress bars. They read
+    only lines that start with the percentage, so the stage goes last: " 40%|████      | 10/25 decoder"."""
     percent = int(100 * event.step / event.total) if event.total else 100
     filled = percent // 10
     bar = "█" * filled + " " * (10 - filled)
-    return f"{event.stage.value}: {percent:3d}%|{bar}| {event.step}/{event.total}"
+    return f"{percent:3d}%|{bar}| {event.step}/{event.total} {event.stage.value}"
 
 
 class Job(BaseModel):

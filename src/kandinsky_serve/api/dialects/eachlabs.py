@@ -1,0 +1,176 @@
+"""Eachlabs: `POST /v1/prediction/` (with or without the slash), `GET /v1/prediction/{id}`,
+`POST /v1/prediction/{id}/cancel`.
+
+Create takes `{"model": "kandinsky-2.2", "version": "0.0.1", "input": {...}}`; `version` is
+ignored (the API reference marks it deprecated). Inputs have Replicate's names and may be strings
+(the vendor's own example sends `"512"`) or null (`"seed": null` = random); `webhook_url`,
+`webhook_secret` and `fallback_selector` are accepted and ignored, as Eachlabs serves webhooks
+only for its workflows. Models: `kandinsky-2.2`, and `kandinsky-2.1` on a 2.1 server.
+
+Statuses: starting, processing, success, error, cancelled. `error` (not `failed`) because the
+vendor's own polling loop stops only on `success` or `error`; a failure's `output` is
+`{"error_code", "error_message"}`. `output` is the image URL as a string for one image (the
+vendor's example prints it as "Output URL"), a list of URLs for several.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from kandinsky_serve.api.auth import CallerDep, Owner
+from kandinsky_serve.api.errors import error_headers, register_renderer
+from kandinsky_serve.api.state import Service
+from kandinsky_serve.api.urls import base_url, file_url
+from kandinsky_serve.domain.errors import ErrorCode, ServeError, invalid
+from kandinsky_serve.domain.job import Job, JobState
+from kandinsky_serve.domain.request import GenerationRequest
+from kandinsky_serve.engine.sources import Family
+from kandinsky_serve.service import JobService
+
+router = APIRouter(tags=["eachlabs"])
+
+MODELS = {"kandinsky-2.2": Family.K22, "kandinsky-2.1": Family.K21}
+# Eachlabs input name -> canonical name
+INPUTS = {
+    "prompt": "prompt",
+    "negative_prompt": "negative_prompt",
+    "width": "width",
+    "height": "height",
+    "num_outputs": "num_images",
+    "num_inference_steps": "steps",
+    "num_inference_steps_prior": "prior_steps",
+    "guidance_scale": "guidance_scale",
+    "prior_guidance_scale": "prior_guidance_scale",
+    "scheduler": "scheduler",
+    "seed": "seed",
+    "output_format": "output_format",
+}
+_TO_EACHLABS = {canonical: f"input.{name}" for name, canonical in INPUTS.items()}
+_IGNORED_INPUTS = frozenset({"enable_safety_checker"})
+_IGNORED_BODY = frozenset({"version", "webhook_url", "webhook_secret", "fallback_selector"})
+# Replicate's defaults for kandinsky-2.2, whose inputs Eachlabs re-serves
+_DEFAULTS: dict[str, Any] = {"width": 512, "height": 512, "steps": 75, "prior_steps": 25, "output_format": "webp"}
+
+_STATUS = {
+    JobState.QUEUED: "starting",
+    JobState.RUNNING: "processing",
+    JobState.SUCCEEDED: "success",
+    JobState.FAILED: "error",
+    JobState.CANCELED: "cancelled",
+}
+_FAILURE_CODES = {
+    ErrorCode.INVALID_INPUT: "INPUT_VALIDATION_ERROR",
+    ErrorCode.CONTENT_BLOCKED: "PROVIDER_REJECTED",
+    ErrorCode.WORKER_LOST: "WORKER_LOST",
+    ErrorCode.TIMEOUT: "EXECUTION_TIMEOUT",
+    ErrorCode.OUT_OF_MEMORY: "PROVIDER_SERVER_ERROR",
+    ErrorCode.MODEL_UNAVAILABLE: "PROVIDER_SERVER_ERROR",
+}
+_HTTP = {
+    ErrorCode.INVALID_INPUT: 400,
+    ErrorCode.OVERLOADED: 429,
+}
+
+
+def render_error(error: ServeError) -> Response:
+    message = error.message
+    if error.field in _TO_EACHLABS and message.startswith(error.field):
+        message = _TO_EACHLABS[error.field] + message[len(error.field) :]
+    if error.code is ErrorCode.RATE_LIMITED and error.retry_after is not None:
+        message = f"Rate limit exceeded. Please retry after {round(error.retry_after)} seconds."
+    status = _HTTP.get(error.code, error.http_status)
+    return JSONResponse({"error": message}, status_code=status, headers=error_headers(error))
+
+
+register_renderer("eachlabs", render_error)
+
+
+def to_request(body: dict[str, Any], service: JobService) -> GenerationRequest:
+    model = body.get("model")
+    if not model:
+        raise invalid("model", "model field is required")
+    if MODELS.get(str(model)) is not service.model.family:
+        raise ServeError(ErrorCode.NOT_FOUND, f"Model {model} not found; this server runs {service.model.id}.")
+    unknown = [key for key in body if key not in ("model", "input") and key not in _IGNORED_BODY]
+    if unknown:
+        raise invalid(unknown[0], "is not a field of a prediction")
+    given = body.get("input") or {}
+    if not isinstance(given, dict):
+        raise invalid("input", "must be an object of model inputs")
+    fields: dict[str, Any] = dict(_DEFAULTS)
+    for name, value in given.items():
+        if name in _IGNORED_INPUTS:
+            continue
+        if name not in INPUTS:
+            raise invalid(f"input.{name}", f"is not an input of {model}")
+        # forms and the vendor's example send "" and null for "not set"
+        if value is not None and (value != "" or name == "prompt"):
+            fields[INPUTS[name]] = value
+    return GenerationRequest.parse(fields)
+
+
+def _object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise invalid("body", "must be a JSON object with model, version and input")
+    return body
+
+
+@router.post("/v1/prediction/")
+@router.post("/v1/prediction", include_in_schema=False)
+async def create(request: Request, service: Service, caller: CallerDep) -> dict[str, Any]:
+    """Queue a prediction; poll GET /v1/prediction/{predictionID} until success or error."""
+    try:
+        body = _object(await request.json())
+    except ValueError:
+        raise invalid("body", "is not valid JSON") from None
+
+    def queue() -> Job:
+        generation = to_request(body, service)
+        meta = {"dialect": "eachlabs", "model": body["model"], "input": body.get("input") or {}}
+        return service.submit(generation, caller, meta=meta)
+
+    job = await anyio.to_thread.run_sync(queue)
+    return {"status": "success", "message": "Prediction created successfully", "predictionID": job.id}
+
+
+def _view(request: Request, job: Job) -> dict[str, Any]:
+    urls = [file_url(request, output.key) for output in job.outputs]
+    output: Any = urls[0] if len(urls) == 1 else urls or None
+    if job.state in (JobState.FAILED, JobState.CANCELED):
+        code = _FAILURE_CODES.get(job.error_code, "PROVIDER_FAILED") if job.error_code else "PROVIDER_FAILED"
+        output = {"error_code": code, "error_message": job.error_message or f"The prediction {job.state.value}."}
+    link = f"{base_url(request)}/v1/prediction/{job.id}"
+    predict_time = round(job.predict_time, 3) if job.predict_time is not None else None
+    return {
+        "id": job.id,
+        "input": job.meta.get("input", {}),
+        "status": _STATUS[job.state],
+        "output": output,
+        "logs": job.error_message or "",
+        "metrics": {"predict_time": predict_time, "cost": job.price if job.state is JobState.SUCCEEDED else 0},
+        "urls": {"get": link, "cancel": f"{link}/cancel"},
+    }
+
+
+def _found(service: JobService, prediction_id: str, owner: str) -> Job:
+    try:
+        return service.get(prediction_id, owner)
+    except ServeError as error:
+        if error.code is ErrorCode.NOT_FOUND:
+            raise ServeError(ErrorCode.NOT_FOUND, "Prediction not found") from None
+        raise
+
+
+@router.get("/v1/prediction/{prediction_id}")
+def get(prediction_id: str, request: Request, service: Service, owner: Owner) -> dict[str, Any]:
+    return _view(request, _found(service, prediction_id, owner))
+
+
+@router.post("/v1/prediction/{prediction_id}/cancel")
+def cancel(prediction_id: str, request: Request, service: Service, owner: Owner) -> dict[str, Any]:
+    _found(service, prediction_id, owner)
+    return _view(request, service.cancel(prediction_id, owner))

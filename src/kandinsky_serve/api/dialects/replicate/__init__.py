@@ -1,0 +1,21 @@
+"""Replicate's predictions API (reference §1), wire-compatible with replicate-python 1.0.7.
+
+`background` delivers webhooks for the server's lifetime; the app starts and cancels it.
+"""
+
+from __future__ import annotations
+
+from kandinsky_serve.api.dialects.replicate.problems import render_error
+from kandinsky_serve.api.dialects.replicate.router import router
+from kandinsky_serve.api.dialects.replicate.webhooks import deliver_webhooks
+from kandinsky_serve.api.errors import register_renderer
+from kandinsky_serve.api.state import AppState
+
+register_renderer("replicate", render_error)
+
+
+async def background(state: AppState) -> None:
+    await deliver_webhooks(state)
+
+
+__all__ = ["background", "router"]

@@ -1,0 +1,222 @@
+"""Replicate's HTTP API under /v1: predictions, the model and version endpoints, the webhook secret.
+
+Outputs are URLs, except for sync (`Prefer: wait`) requests to a server reached over plain http:
+replicate-python wraps only `https:` and `data:` strings in FileOutput, so there `run(...)[0].read()`
+works only with data URIs (which Replicate's sync API also sent for a while; the clients decode them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse
+
+from kandinsky_serve.api.auth import Caller, CallerDep, Owner
+from kandinsky_serve.api.dialects.replicate import schemas, translate
+from kandinsky_serve.api.dialects.replicate.signing import secret_for
+from kandinsky_serve.api.dialects.replicate.webhooks import EVENTS
+from kandinsky_serve.api.inputs import check_public_url
+from kandinsky_serve.api.state import Service
+from kandinsky_serve.api.urls import base_url, file_url
+from kandinsky_serve.domain.errors import ErrorCode, ServeError, invalid
+from kandinsky_serve.domain.job import Job, utcnow
+from kandinsky_serve.service import JobService
+
+router = APIRouter(prefix="/v1", tags=["replicate"])
+
+PAGE_SIZE = 100  # Replicate's page size for GET /v1/predictions
+# replicate-python times out N + 0.5 s after sending `Prefer: wait=N`; answer well before that
+_WAIT_MARGIN = 0.3
+_timers: set[asyncio.Task[None]] = set()
+
+PreferHeader = Annotated[str | None, Header()]
+CancelAfterHeader = Annotated[str | None, Header()]
+
+
+def render(
+    request: Request, service: JobService, job: Job, *, pending: bool = False, inline: bool | None = None
+) -> dict[str, Any]:
+    logs = [e.message for e in service.store.events(job.id) if e.message]
+    return translate.prediction(
+        job,
+        base=base_url(request),
+        file_url=lambda key: file_url(request, key),
+        blobs=service.blobs,
+        logs=logs,
+        inline=inline,
+        pending=pending,
+    )
+
+
+def _webhook_meta(body: dict[str, Any], service: JobService) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    for name in ("webhook", "webhook_completed"):
+        url = body.get(name)
+        if url:
+            check_public_url(str(url), name, service.settings)
+            meta[name] = str(url)
+    events = body.get("webhook_events_filter")
+    if events is not None:
+        if not isinstance(events, list) or any(e not in EVENTS for e in events):
+            raise invalid("webhook_events_filter", f"must be a list of {', '.join(EVENTS)}")
+        meta["webhook_events_filter"] = list(events)
+    return meta
+
+
+def _submit(
+    model: schemas.ReplicateModel,
+    body: dict[str, Any],
+    request: Request,
+    service: JobService,
+    caller: Caller,
+    deadline: float | None,
+) -> Job:
+    schemas.check_served(model, service.model.family, service.model.id)
+    meta = {
+        "dialect": "replicate",
+        "model": model.ref,
+        "version": model.version,
+        "input": translate.input_echo(body.get("input")),
+        "base_url": base_url(request),
+        **_webhook_meta(body, service),
+    }
+    if deadline is not None:
+        meta["deadline"] = translate.timestamp(utcnow() + timedelta(seconds=deadline))
+    generation = translate.to_request(model, body.get("input"), service.settings)
+    try:
+        return service.submit(generation, caller, meta=meta)
+    except ServeError as exc:
+        raise translate.renamed(exc, model) from None
+
+
+async def _cancel_after(service: JobService, job: Job, seconds: float) -> None:
+    finished = await service.wait(job.id, job.owner, seconds)
+    if not finished.state.terminal:
+        await anyio.to_thread.run_sync(service.cancel, job.id, job.owner)
+
+
+async def _create(
+    model: schemas.ReplicateModel,
+    body: dict[str, Any],
+    request: Request,
+    service: JobService,
+    caller: Caller,
+    prefer: str | None,
+    cancel_after: str | None,
+) -> JSONResponse:
+    wait = translate.wait_seconds(prefer)
+    deadline = translate.duration_seconds(cancel_after) if cancel_after else None
+    job = await anyio.to_thread.run_sync(_submit, model, body, request, service, caller, deadline)
+    if deadline is not None:
+        # in memory only: a deadline pending when the process stops is not enforced after a restart
+        timer = asyncio.create_task(_cancel_after(service, job, deadline))
+        _timers.add(timer)
+        timer.add_done_callback(_timers.discard)
+    inline = wait is not None and base_url(request).startswith("http:")
+    if wait is not None:
+        job = await service.wait(job.id, caller.owner, max(wait - _WAIT_MARGIN, 0.1))
+    pending = wait is not None and not job.state.terminal
+    view = await anyio.to_thread.run_sync(lambda: render(request, service, job, pending=pending, inline=inline))
+    headers = {"Location": view["urls"]["get"]}
+    return JSONResponse(view, status_code=202 if pending else 201, headers=headers)
+
+
+@router.post("/predictions")
+async def create_prediction(
+    body: dict[str, Any],
+    request: Request,
+    service: Service,
+    caller: CallerDep,
+    prefer: PreferHeader = None,
+    cancel_after: CancelAfterHeader = None,
+) -> JSONResponse:
+    """Create a prediction of a version (id, `owner/name:id` or `owner/name`)."""
+    version = body.get("version")
+    if not isinstance(version, str) or not version:
+        raise invalid("version", "is required: a version id, owner/name:version or owner/name")
+    model = schemas.resolve_version(version)
+    return await _create(model, body, request, service, caller, prefer, cancel_after)
+
+
+@router.post("/models/{owner}/{name}/predictions")
+async def create_model_prediction(
+    owner: str,
+    name: str,
+    body: dict[str, Any],
+    request: Request,
+    service: Service,
+    caller: CallerDep,
+    prefer: PreferHeader = None,
+    cancel_after: CancelAfterHeader = None,
+) -> JSONResponse:
+    """Create a prediction of a model's latest version."""
+    model = schemas.model_named(owner, name)
+    return await _create(model, body, request, service, caller, prefer, cancel_after)
+
+
+@router.get("/predictions")
+def list_predictions(
+    request: Request, service: Service, owner: Owner, cursor: str | None = None, history: str | None = None
+) -> dict[str, Any]:
+    """Newest first, 100 a page. The store pages forward only, so each `next` URL carries the
+    cursors of the pages before it, from which `previous` is built."""
+    earlier = [c for c in (history or "").split(".") if c]
+    page = service.list(owner, limit=PAGE_SIZE, cursor=cursor)
+    base = f"{base_url(request)}/v1/predictions"
+    following = None
+    if page.next_cursor:
+        trail = ".".join([*earlier, cursor] if cursor else earlier)
+        following = f"{base}?cursor={page.next_cursor}" + (f"&history={trail}" if trail else "")
+    previous = None
+    if cursor:
+        before, rest = (earlier[-1], earlier[:-1]) if earlier else (None, [])
+        previous = base + (f"?cursor={before}" if before else "") + (f"&history={'.'.join(rest)}" if rest else "")
+    # list entries carry URLs, not inline images, so a page stays small
+    results = [render(request, service, job, inline=False) for job in page.jobs]
+    return {"next": following, "previous": previous, "results": results}
+
+
+@router.get("/predictions/{prediction_id}")
+def get_prediction(prediction_id: str, request: Request, service: Service, owner: Owner) -> dict[str, Any]:
+    return render(request, service, service.get(prediction_id, owner))
+
+
+@router.post("/predictions/{prediction_id}/cancel")
+def cancel_prediction(prediction_id: str, request: Request, service: Service, owner: Owner) -> dict[str, Any]:
+    """Cancel; a finished prediction is returned as it is."""
+    return render(request, service, service.cancel(prediction_id, owner))
+
+
+def _served(owner: str, name: str, service: JobService) -> schemas.ReplicateModel:
+    model = schemas.model_named(owner, name)
+    schemas.check_served(model, service.model.family, service.model.id)
+    return model
+
+
+@router.get("/models/{owner}/{name}")
+def get_model(owner: str, name: str, request: Request, service: Service, _: Owner) -> dict[str, Any]:
+    return schemas.model_json(_served(owner, name, service), base_url(request))
+
+
+@router.get("/models/{owner}/{name}/versions")
+def list_versions(owner: str, name: str, service: Service, _: Owner) -> dict[str, Any]:
+    model = _served(owner, name, service)
+    return {"next": None, "previous": None, "results": [schemas.version_json(model)]}
+
+
+@router.get("/models/{owner}/{name}/versions/{version_id}")
+def get_version(owner: str, name: str, version_id: str, service: Service, _: Owner) -> dict[str, Any]:
+    model = _served(owner, name, service)
+    if version_id != model.version:
+        raise ServeError(ErrorCode.NOT_FOUND, f"Version {version_id} of {model.ref} not found.")
+    return schemas.version_json(model)
+
+
+@router.get("/webhooks/default/secret")
+def webhook_secret(caller: CallerDep, service: Service) -> dict[str, str]:
+    """The caller's signing secret: each caller verifies with its own, so none can forge another's."""
+    return {"key": secret_for(service.settings, caller.owner)}

@@ -1,0 +1,170 @@
+"""Replicate inputs and headers in, canonical request out; canonical job in, prediction object out."""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from kandinsky_serve.api.dialects.replicate.schemas import LIMITS, LIMITS_21, ReplicateModel
+from kandinsky_serve.api.inputs import image_bytes
+from kandinsky_serve.blobs.protocol import BlobStore
+from kandinsky_serve.domain.errors import ErrorCode, ServeError, invalid
+from kandinsky_serve.domain.job import Job, JobState
+from kandinsky_serve.domain.request import GenerationRequest, Task
+from kandinsky_serve.engine.sources import Family
+from kandinsky_serve.settings import Settings
+
+MAX_WAIT = 60
+_TASKS_21 = {"text2img": Task.TEXT2IMG, "text_guided_img2img": Task.IMG2IMG}
+_DURATION = re.compile(r"^(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s?)?$")
+_STATUS = {
+    JobState.QUEUED: "starting",
+    JobState.RUNNING: "processing",
+    JobState.SUCCEEDED: "succeeded",
+    JobState.FAILED: "failed",
+    JobState.CANCELED: "canceled",
+}
+
+
+def renamed(error: ServeError, model: ReplicateModel) -> ServeError:
+    """The error with the canonical field replaced by the Replicate input the caller sent."""
+    if error.code is not ErrorCode.INVALID_INPUT or not error.field or error.field.startswith("input."):
+        return error
+    name = model.replicate_name(error.field)
+    if name not in model.fields:
+        return error
+    message = error.message.removeprefix(f"{error.field}:").strip()
+    return invalid(f"input.{name}", message)
+
+
+def to_request(model: ReplicateModel, raw: Any, settings: Settings) -> GenerationRequest:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise invalid("input", "must be an object of the model's inputs")
+    # Replicate ignores inputs a model does not declare, so code that sends extra ones must still run
+    fields: dict[str, Any] = dict(model.defaults)
+    for name, value in raw.items():
+        if name in model.fields and value is not None and name not in ("task", "image"):
+            fields[model.fields[name]] = value
+    for name in model.required:
+        if raw.get(name) in (None, ""):
+            raise invalid("input", f"{name} is required")
+    if model.family is Family.K21:
+        task = str(raw.get("task") or "text2img")
+        if task not in _TASKS_21:
+            raise invalid("input.task", f"must be one of {', '.join(_TASKS_21)} (got {task!r})")
+        fields["task"] = _TASKS_21[task]
+        if _TASKS_21[task] is Task.IMG2IMG:
+            if not raw.get("image"):
+                raise invalid("input.image", f"is required for task {task}")
+            fields["image"] = image_bytes(str(raw["image"]), "input.image", settings)
+    try:
+        request = GenerationRequest.parse(fields)
+    except ServeError as exc:
+        raise renamed(exc, model) from None
+    limits = {**LIMITS, **(LIMITS_21 if model.family is Family.K21 else {})}
+    for name, (low, high) in limits.items():
+        value = getattr(request, model.fields[name])
+        if not low <= value <= high:
+            raise invalid(f"input.{name}", f"must be between {low:g} and {high:g} (got {value:g})")
+    return request
+
+
+def input_echo(raw: Any) -> dict[str, Any]:
+    """The input as sent, except that inline images are not copied into every job record."""
+    if not isinstance(raw, dict):
+        return {}
+    return {k: (f"{v[:30]}…" if isinstance(v, str) and v.startswith("data:") else v) for k, v in raw.items()}
+
+
+def wait_seconds(prefer: str | None) -> int | None:
+    """`Prefer: wait` → 60, `Prefer: wait=N` → N (at most 60); None when the caller does not wait."""
+    for token in (prefer or "").split(","):
+        name, _, value = token.strip().partition("=")
+        if name.strip().lower() != "wait":
+            continue
+        if not value:
+            return MAX_WAIT
+        if not value.strip().isdigit() or int(value) < 1:
+            raise invalid("Prefer", f"wait must be a whole number of seconds from 1 to {MAX_WAIT} (got {value!r})")
+        return min(int(value), MAX_WAIT)
+    return None
+
+
+def duration_seconds(text: str) -> int:
+    """`Cancel-After`: 30, 30s, 5m, 1h, 1h30m45s; 5 s to 24 h."""
+    match = _DURATION.match(text.strip().lower())
+    if not text.strip() or match is None:
+        raise invalid("Cancel-After", f"must be a duration such as 30s, 5m or 1h30m (got {text!r})")
+    seconds = int(match["h"] or 0) * 3600 + int(match["m"] or 0) * 60 + int(match["s"] or 0)
+    if not 5 <= seconds <= 86400:
+        raise invalid("Cancel-After", f"must be from 5 seconds to 24 hours (got {text!r})")
+    return seconds
+
+
+def timestamp(moment: datetime | None) -> str | None:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if moment else None
+
+
+def _data_uri(blobs: BlobStore, key: str) -> str | None:
+    blob = blobs.get(key)
+    if blob is None:
+        return None
+    return f"data:{blob.content_type};base64,{base64.b64encode(blob.data).decode()}"
+
+
+def _output(job: Job, file_url: Callable[[str], str], blobs: BlobStore, inline: bool) -> list[str] | None:
+    if job.data_removed or not job.outputs:
+        return None
+    if not inline:
+        return [file_url(o.key) for o in job.outputs]
+    uris = [_data_uri(blobs, o.key) for o in job.outputs]
+    return [uri for uri in uris if uri is not None] or None
+
+
+def prediction(
+    job: Job,
+    *,
+    base: str,
+    file_url: Callable[[str], str],
+    blobs: BlobStore,
+    logs: list[str],
+    inline: bool | None = None,
+    pending: bool = False,
+) -> dict[str, Any]:
+    """The prediction object. `pending`: a sync wait ran out, so the job reads as `starting`, the one
+    status on which replicate-python goes on polling instead of returning a null output."""
+    meta = job.meta
+    status = "starting" if pending and not job.state.terminal else _STATUS[job.state]
+    use_inline = bool(meta.get("data_uri")) if inline is None else inline
+    lines = list(logs)
+    if job.request.seed is not None:
+        lines.insert(0, f"Using seed: {job.request.seed}")
+    body: dict[str, Any] = {
+        "id": job.id,
+        "model": meta.get("model", ""),
+        "version": meta.get("version", ""),
+        "input": {} if job.data_removed else meta.get("input", {}),
+        "logs": "" if job.data_removed else "\n".join(lines),
+        "output": _output(job, file_url, blobs, use_inline),
+        "data_removed": job.data_removed,
+        "error": job.error_message if job.state is JobState.FAILED else None,
+        "status": status,
+        "source": "api",
+        "created_at": timestamp(job.created_at),
+        "started_at": timestamp(job.started_at),
+        "completed_at": timestamp(job.completed_at),
+        "urls": {"get": f"{base}/v1/predictions/{job.id}", "cancel": f"{base}/v1/predictions/{job.id}/cancel"},
+    }
+    if meta.get("deadline"):
+        body["deadline"] = meta["deadline"]
+    if job.state.terminal:
+        metrics: dict[str, Any] = {"predict_time": job.predict_time, "total_time": job.total_time}
+        if job.state is JobState.SUCCEEDED:
+            metrics["image_count"] = len(job.outputs)
+        body["metrics"] = {k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items() if v is not None}
+    return body

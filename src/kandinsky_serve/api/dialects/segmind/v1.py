@@ -1,0 +1,94 @@
+"""Segmind v1: `POST /v1/{slug}` generates and answers with the image in one call.
+
+The body is the JPEG itself (as the old page, the legacy SDK and `run_sync(...).content` expect),
+the first image when `samples` > 1. With `base64: true` it is JSON instead; no source documents
+that shape, so it follows Segmind's other image models and the v2 result:
+`{"image": "<base64 of the first>", "images": [<base64 of each>], "seeds": [...], "status",
+"request_id", "metrics", "content_type"}` — `image` for code written against Segmind's single-image
+models, `images` so that no sample is lost.
+
+Only the Kandinsky slugs get routes, one each: `/v1/jobs`, `/v1/predictions`, `/v1/images/...`
+and the rest belong to other dialects and must not be shadowed by a `/v1/{slug}` catch-all.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Awaitable, Callable
+from functools import partial
+
+import anyio
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response
+
+from kandinsky_serve.api.dialects.segmind.slugs import SLUGS, flag, to_request
+from kandinsky_serve.api.dialects.segmind.v2 import metrics
+from kandinsky_serve.api.dialects.segmind.wire import SegmindCaller, json_body, router
+from kandinsky_serve.api.state import app_state
+from kandinsky_serve.blobs.protocol import Blob
+from kandinsky_serve.domain.errors import ErrorCode, ServeError
+from kandinsky_serve.domain.job import Job, JobState
+from kandinsky_serve.service import JobService
+
+# Longer than any sane Kandinsky job, shorter than a proxy's patience; past it the job is canceled
+# (the caller can no longer receive it) and the answer is Segmind's 504.
+SYNC_TIMEOUT_S = 300.0
+
+
+async def generate(slug: str, request: Request, caller: SegmindCaller) -> Response:
+    service = app_state(request).service
+    body = await json_body(request)
+    as_json = flag(body.get("base64"), "base64")
+    generation = await anyio.to_thread.run_sync(to_request, slug, body, service)
+    meta = {"dialect": "segmind", "slug": slug, "sync": True}
+    job = await anyio.to_thread.run_sync(partial(service.submit, generation, caller, meta=meta))
+    job = await service.wait(job.id, caller.owner, SYNC_TIMEOUT_S)
+    if not job.state.terminal:
+        await anyio.to_thread.run_sync(service.cancel, job.id, caller.owner)
+        raise ServeError(ErrorCode.TIMEOUT, f"The request did not finish within {SYNC_TIMEOUT_S:g} s.")
+    if job.state is not JobState.SUCCEEDED:
+        code = job.error_code or ErrorCode.GENERATION_FAILED
+        raise ServeError(code, job.error_message or f"The request {job.state.value}.")
+    images = await anyio.to_thread.run_sync(_images, service, job)
+    headers = {"x-request-id": job.id, "x-seed-value": str(job.outputs[0].seed)}
+    if job.predict_time is not None:
+        headers["x-generation-time"] = f"{job.predict_time:.3f}"
+    if not as_json:
+        return Response(images[0].data, media_type=images[0].content_type, headers=headers)
+    encoded = [base64.b64encode(image.data).decode("ascii") for image in images]
+    content = {
+        "image": encoded[0],
+        "images": encoded,
+        "seeds": [output.seed for output in job.outputs],
+        "status": "COMPLETED",
+        "request_id": job.id,
+        "metrics": metrics(job),
+        "content_type": images[0].content_type,
+    }
+    return JSONResponse(content, headers=headers)
+
+
+def _images(service: JobService, job: Job) -> list[Blob]:
+    found = [service.blobs.get(output.key) for output in job.outputs]
+    images = [blob for blob in found if blob is not None]
+    if not images or len(images) != len(found):
+        raise ServeError(ErrorCode.NOT_FOUND, f"The images of request {job.id} are no longer kept.")
+    return images
+
+
+def _endpoint(slug: str) -> Callable[[Request, SegmindCaller], Awaitable[Response]]:
+    async def endpoint(request: Request, caller: SegmindCaller) -> Response:
+        return await generate(slug, request, caller)
+
+    return endpoint
+
+
+for _slug in SLUGS:
+    router.add_api_route(
+        f"/v1/{_slug}",
+        _endpoint(_slug),
+        methods=["POST"],
+        name=f"segmind_v1_{_slug}",
+        summary=f"Segmind v1 {_slug}: generate and answer with the image",
+        response_class=Response,
+    )
