@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from PIL import Image, ImageDraw
+
+if TYPE_CHECKING:
+    from tests.server.conftest import Server
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -55,3 +61,20 @@ def depth() -> bytes:
     """A depth map: near (white) at the bottom, far (black) at the top."""
     image = Image.linear_gradient("L").resize((120, 100))
     return png(image)
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """serve(**KS_env): a real `kandinsky-serve serve` for this test (tiny model, own data dir)."""
+    from tests.server.conftest import start_server
+
+    started: list[Server] = []
+
+    def start(**env: str) -> Server:
+        server = start_server(tmp_path / "data", **env)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

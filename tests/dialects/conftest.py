@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,18 +42,3 @@ def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyedServ
     server = start_server(data_dir, KS_ALLOW_PRIVATE_URLS="false")
     yield KeyedServer(server, alice, bob)
     server.stop()
-
-
-@pytest.fixture
-def server_with(tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """A fresh server with extra settings (KS_* environment variables) for one test."""
-    started: list[Server] = []
-
-    def start(**env: str) -> Server:
-        server = start_server(tmp_path / "data", **env)
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()

@@ -51,8 +51,8 @@ def receiver() -> Iterator[Receiver]:
     made.server.shutdown()
 
 
-def test_webhooks_arrive_signed_and_the_final_one_is_retried(server_with, receiver):
-    server = server_with(KS_ALLOW_PRIVATE_URLS="true")
+def test_webhooks_arrive_signed_and_the_final_one_is_retried(serve, receiver):
+    server = serve(KS_ALLOW_PRIVATE_URLS="true")
     local = replicate.Client(api_token=None, base_url=server.url)
     secret = local.webhooks.default.secret()
     assert secret.key.startswith("whsec_")

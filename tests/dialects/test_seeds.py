@@ -54,13 +54,13 @@ def test_seed_000_segmind_22_requests(keyed_server: KeyedServer) -> None:
 
 
 def test_seed_001_segmind_21_sdk(
-    server_with: Callable[..., Server],
+    serve: Callable[..., Server],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     key = create_key(tmp_path / "data", "seed-001")
-    server = server_with(KS_MODEL="tiny-2.1")
+    server = serve(KS_MODEL="tiny-2.1")
     monkeypatch.setenv("SEGMIND_API_KEY", key)
     monkeypatch.setattr(segmind_sdk, "_default_client", segmind_sdk.SegmindClient(base_url=f"{server.url}/v1"))
 

@@ -238,8 +238,8 @@ def image_host() -> Iterator[str]:
     host.shutdown()
 
 
-def test_image_urls_are_fetched_and_rate_limits_answer_429(server_with: Callable[..., Server], image_host: str) -> None:
-    server = server_with(KS_ALLOW_PRIVATE_URLS="true", KS_RATE_LIMIT_PER_MINUTE="4")
+def test_image_urls_are_fetched_and_rate_limits_answer_429(serve: Callable[..., Server], image_host: str) -> None:
+    server = serve(KS_ALLOW_PRIVATE_URLS="true", KS_RATE_LIMIT_PER_MINUTE="4")
     client = SegmindClient(base_url=server.url + "/v1", timeout=120)  # a keyless local server
     body = {"prompt": "x", "image": f"{image_host}/in.png", "strength": 0.6, "num_inference_steps": 2, "prior_steps": 2}
     assert picture(client.run_sync("kandinsky2.2-img2img", **body).content).size == (64, 64)

@@ -8,12 +8,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import pytest
 
 
 def free_port() -> int:
@@ -83,20 +82,6 @@ def start_server(data_dir: Path, **env: str) -> Server:
         time.sleep(0.25)
     server.kill()
     raise RuntimeError(f"server not ready in time: {log.read_text()[-3000:]}")
-
-
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    started: list[Server] = []
-
-    def start(**env: str) -> Server:
-        server = start_server(tmp_path / "data", **env)
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 120, every: float = 0.2) -> object:
