@@ -1,50 +1,22 @@
-"""The `kandinsky-serve` command. Thin: it parses options and calls the engine."""
+"""`kandinsky-serve generate`: images locally, or on a server with --server."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import httpx
 import numpy as np
 import typer
 from tqdm import tqdm
 
-from kandinsky_serve.auth.keys import KeyStore
+from kandinsky_serve.cli.app import app, fail
 from kandinsky_serve.domain.errors import ErrorCode, ServeError
 from kandinsky_serve.domain.events import ProgressEvent, Stage
 from kandinsky_serve.domain.request import FuseItem, GenerationRequest, OutputFormat, Task
 from kandinsky_serve.imaging import encode_image
 from kandinsky_serve.settings import Settings
-
-app = typer.Typer(
-    help="Self-hosted Kandinsky 2.2 / 2.1 image generation.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-
-# request fields as the CLI spells them, so an error names the option the user typed
-_OPTION_NAMES = {
-    "prompt": "PROMPT",
-    "negative_prompt": "--negative-prompt",
-    "num_images": "--num-images",
-    "prior_steps": "--prior-steps",
-    "guidance_scale": "--guidance",
-    "prior_guidance_scale": "--prior-guidance",
-    "output_format": "--format",
-    "output_quality": "--quality",
-}
-
-
-def _fail(error: ServeError) -> typer.Exit:
-    message = error.message
-    if error.field:
-        option = _OPTION_NAMES.get(error.field, "--" + error.field.split(".")[0].replace("_", "-"))
-        message = option + message[len(error.field) :] if message.startswith(error.field) else message
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(2 if error.code is ErrorCode.INVALID_INPUT else 1)
 
 
 def _read(path: Path | None, option: str) -> bytes | None:
@@ -53,7 +25,7 @@ def _read(path: Path | None, option: str) -> bytes | None:
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise _fail(ServeError(ErrorCode.INVALID_INPUT, f"{option}: cannot read {path} ({exc.strerror})")) from None
+        raise fail(ServeError(ErrorCode.INVALID_INPUT, f"{option}: cannot read {path} ({exc.strerror})")) from None
 
 
 def _fuse_item(spec: str) -> FuseItem:
@@ -64,7 +36,7 @@ def _fuse_item(spec: str) -> FuseItem:
     try:
         weight = float(weight_text)
     except ValueError:
-        raise _fail(
+        raise fail(
             ServeError(ErrorCode.INVALID_INPUT, f"--fuse: {weight_text!r} in {spec!r} is not a weight")
         ) from None
     path = Path(what).expanduser()
@@ -155,7 +127,7 @@ def generate(
     try:
         out_format = OutputFormat.from_name(fmt or output.suffix or "png")
     except ValueError:
-        raise _fail(
+        raise fail(
             ServeError(ErrorCode.INVALID_INPUT, f"--format: {fmt or output.suffix!r} is not png, jpeg or webp")
         ) from None
     chosen_task = _infer_task(task, fuse, image, mask, hint)
@@ -198,7 +170,7 @@ def generate(
         finally:
             bars.close()
     except ServeError as error:
-        raise _fail(error) from None
+        raise fail(error) from None
 
     if result.image_embeds is not None and result.negative_image_embeds is not None:
         path = output.with_suffix(".npz")
@@ -243,147 +215,8 @@ def _generate_remote(
     except ClientError as error:
         bars.close()
         code = next((c for c in ErrorCode if c.value == error.code), ErrorCode.INTERNAL)
-        raise _fail(ServeError(code, error.message, field=error.field)) from None
+        raise fail(ServeError(code, error.message, field=error.field)) from None
     except httpx.HTTPError as error:
         bars.close()
-        raise _fail(ServeError(ErrorCode.INTERNAL, f"cannot reach {server}: {error}")) from None
+        raise fail(ServeError(ErrorCode.INTERNAL, f"cannot reach {server}: {error}")) from None
     typer.echo("seeds: " + ", ".join(str(s) for s in job.seeds))
-
-
-StoreUrl = Annotated[str | None, typer.Option(help="redis://host:6379/0 to share a Redis [env KS_STORE_URL]")]
-
-
-def _settings(**overrides: Any) -> Settings:
-    """Settings from the environment, with the flags that were given on top."""
-    try:
-        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
-        from kandinsky_serve.engine.registry import resolve_model
-
-        resolve_model(settings.model)  # an unknown model is a one-line error, before anything starts
-    except ServeError as error:
-        raise _fail(error) from None
-    return settings
-
-
-def _run_api(settings: Settings, supervise: bool) -> None:
-    import uvicorn
-
-    from kandinsky_serve.api.app import create_app
-    from kandinsky_serve.logs import configure as configure_logs
-
-    configure_logs(settings.log_format, "api")
-    app = create_app(settings, run_workers=supervise)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", log_config=None)
-
-
-@app.command()
-def serve(
-    model: Annotated[str | None, typer.Option(help="model id or local weights folder [env KS_MODEL]")] = None,
-    host: Annotated[str | None, typer.Option(help="listen address [env KS_HOST, default 127.0.0.1]")] = None,
-    port: Annotated[int | None, typer.Option(help="listen port [env KS_PORT, default 8000]")] = None,
-    data_dir: Annotated[
-        Path | None, typer.Option(help="jobs, inputs, outputs [env KS_DATA_DIR, default ./data]")
-    ] = None,
-    workers: Annotated[int | None, typer.Option(help="worker processes; 0 = one per GPU [env KS_WORKERS]")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N [env KS_DEVICE]")] = None,
-    store_url: StoreUrl = None,
-) -> None:
-    """Run the API and its GPU workers on this machine, with the embedded job store."""
-    settings = _settings(
-        model=model, host=host, port=port, data_dir=data_dir, workers=workers, device=device, store_url=store_url
-    )
-    _run_api(settings, supervise=True)
-
-
-@app.command()
-def api(
-    model: Annotated[str | None, typer.Option(help="the model the workers run [env KS_MODEL]")] = None,
-    host: Annotated[str | None, typer.Option(help="listen address [env KS_HOST, default 127.0.0.1]")] = None,
-    port: Annotated[int | None, typer.Option(help="listen port [env KS_PORT, default 8000]")] = None,
-    store_url: StoreUrl = None,
-) -> None:
-    """Run an API node only: jobs go to `kandinsky-serve worker` processes through a shared Redis."""
-    from kandinsky_serve.worker.process import needs_store_url
-
-    settings = _settings(model=model, host=host, port=port, store_url=store_url)
-    if settings.store_url is None:
-        raise _fail(needs_store_url("api"))
-    _run_api(settings, supervise=False)
-
-
-@app.command()
-def worker(
-    model: Annotated[str | None, typer.Option(help="model id or local weights folder [env KS_MODEL]")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N [env KS_DEVICE]")] = None,
-    store_url: StoreUrl = None,
-) -> None:
-    """Run one worker (one GPU) that takes jobs from a shared Redis; run one per GPU."""
-    from kandinsky_serve.engine.devices import resolve_device
-    from kandinsky_serve.worker.process import needs_store_url, standalone_main
-
-    settings = _settings(model=model, device=device, store_url=store_url)
-    if settings.store_url is None:
-        raise _fail(needs_store_url("worker"))
-    try:
-        chosen = str(resolve_device(settings.device))
-    except ServeError as error:
-        raise _fail(error) from None
-    standalone_main(settings, "cuda:0" if chosen == "cuda" else chosen)
-
-
-keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
-app.add_typer(keys_app, name="keys")
-
-DataDir = Annotated[Path | None, typer.Option(help="the server's data dir [env KS_DATA_DIR, default ./data]")]
-
-
-def _key_store(data_dir: Path | None, store_url: str | None) -> KeyStore:
-    from kandinsky_serve.auth.factory import open_keys
-
-    overrides: dict[str, Any] = {"data_dir": data_dir, "store_url": store_url}
-    return open_keys(Settings(**{k: v for k, v in overrides.items() if v is not None}))
-
-
-@keys_app.command("create")
-def keys_create(
-    credits: Annotated[float | None, typer.Option(help="credits it may spend (default: unlimited)")] = None,
-    name: Annotated[str, typer.Option(help="a label for the key")] = "",
-    data_dir: DataDir = None,
-    store_url: StoreUrl = None,
-) -> None:
-    """Create a key. The key is printed once, as the last line; it cannot be shown again."""
-    key, secret = _key_store(data_dir, store_url).create(name, credits)
-    limit = "unlimited" if key.credits is None else f"{key.credits:g}"
-    typer.echo(f"created key {key.id} ({name or 'no name'}), credits: {limit}", err=True)
-    typer.echo(secret)
-
-
-@keys_app.command("list")
-def keys_list(data_dir: DataDir = None, store_url: StoreUrl = None) -> None:
-    """List keys (never their secrets)."""
-    for key in _key_store(data_dir, store_url).list():
-        credits = "unlimited" if key.credits is None else f"{key.credits:g}"
-        state = "revoked" if key.revoked else "active"
-        typer.echo(f"{key.id}  {state:<7}  credits {credits:<10}  {key.created_at:%Y-%m-%d %H:%M}  {key.name}")
-
-
-@keys_app.command("revoke")
-def keys_revoke(key_id: str, data_dir: DataDir = None, store_url: StoreUrl = None) -> None:
-    """Revoke a key: it stops working at once."""
-    if not _key_store(data_dir, store_url).revoke(key_id):
-        typer.echo(f"error: no active key {key_id}", err=True)
-        raise typer.Exit(1)
-    typer.echo(f"revoked {key_id}")
-
-
-@app.command()
-def models() -> None:
-    """List the built-in model ids."""
-    from kandinsky_serve.engine.registry import BUILTIN
-
-    for spec in BUILTIN.values():
-        typer.echo(f"{spec.id:<16} Kandinsky {spec.family.value}  {spec.description}")
-
-
-def main() -> None:
-    app()
