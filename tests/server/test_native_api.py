@@ -62,6 +62,9 @@ def test_native_api(serve):
     assert bad.status_code == 422
     assert bad.json()["error"]["field"] == "width"
     assert bad.json()["error"]["message"].startswith("width")
+    missing = client.post("/v1/jobs", json={**SMALL, "task": "img2img"}).json()["error"]
+    assert missing["field"] == "image"
+    assert missing["message"] == "image is required for task img2img"
     assert client.get("/v1/jobs/unknown").status_code == 404
     assert client.get("/v1/files/outputs/unknown/0.png").status_code == 404
 

@@ -13,7 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from kandinsky_serve.domain.errors import ErrorCode, ServeError, invalid
+from kandinsky_serve.domain.errors import ErrorCode, ServeError
+from kandinsky_serve.domain.request import first_problem
 
 Renderer = Callable[[ServeError], Response]
 
@@ -47,10 +48,8 @@ def install(app: FastAPI) -> None:
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        first = exc.errors()[0] if exc.errors() else {"loc": ("body",), "msg": "invalid request"}
-        loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path", "header")]
-        field = ".".join(loc) or "body"
-        return render(request, invalid(field, str(first.get("msg", "is invalid"))))
+        problems = exc.errors() or [{"loc": ("body",), "msg": "is not a valid request", "type": "missing"}]
+        return render(request, first_problem(problems))
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)

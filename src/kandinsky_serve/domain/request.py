@@ -7,6 +7,7 @@ is checked by the model's spec in `kandinsky_serve.engine.registry`.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Annotated, Any, Self
 
@@ -158,7 +159,14 @@ class GenerationRequest(BaseModel):
 
 def as_serve_error(exc: ValidationError) -> ServeError:
     """The first validation problem as one sentence that starts with the field's name."""
-    err = exc.errors(include_url=False)[0]
+    return first_problem(exc.errors(include_url=False))
+
+
+def first_problem(errors: Sequence[Any]) -> ServeError:
+    """The first of pydantic's error dicts (also FastAPI's, with the location's "body" prefix
+    dropped) as one sentence that starts with the field's name."""
+    err = errors[0]
+    err = {**err, "loc": tuple(p for p in err.get("loc", ()) if p not in ("body", "query", "path", "header"))}
     loc = ".".join(str(part) for part in err["loc"]) or "request"
     message = str(err["msg"]).removeprefix("Value error, ")
     got = err.get("input")

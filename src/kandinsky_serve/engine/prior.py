@@ -106,8 +106,9 @@ class PriorRunner:
         embeds, hidden, mask = self.encode_texts(texts)
 
         scheduler = UnCLIPScheduler.from_config(self.parts.scheduler_config)
-        scheduler.set_timesteps(steps, device=self.device)
-        timesteps = scheduler.timesteps
+        # UnCLIP's set_timesteps(1) divides by steps - 1; one step is the first of two, straight to x0
+        scheduler.set_timesteps(max(steps, 2), device=self.device)
+        timesteps = scheduler.timesteps[:steps]
         generators = [r.generator for r in rows]
         noise = torch.cat([torch.randn(1, self.embedding_dim, generator=g) for g in generators])
         latents = (noise * scheduler.init_noise_sigma).to(self.device, self.dtype)
@@ -124,7 +125,8 @@ class PriorRunner:
             if cfg:
                 uncond, cond = predicted.chunk(2)
                 predicted = uncond + guidance_scale * (cond - uncond)
-            prev = None if i + 1 == len(timesteps) else timesteps[i + 1]
+            # -1 at the last step: the sample itself (what diffusers' t - 1 gives when the last t is 0)
+            prev = -1 if i + 1 == len(timesteps) else timesteps[i + 1]
             latents = scheduler.step(
                 predicted, timestep=t, sample=latents, generator=generators, prev_timestep=prev
             ).prev_sample

@@ -45,7 +45,7 @@ def _file(name: str, kind: str) -> Response:
     return Response(path.read_bytes(), media_type=_TYPES[kind], headers=_HEADERS)
 
 
-@router.get("/")
+@router.api_route("/", methods=["GET", "HEAD"])  # HEAD too, for uptime checks
 def index() -> Response:
     """The playground page."""
     page = _file("index.html", "html")
