@@ -69,6 +69,8 @@ def decode(data: dict[str, Any]) -> ToSupervisor | ToWorker:
         fields["job_ids"] = tuple(fields["job_ids"])
     elif cls is JobsChanged:
         fields["job_ids"] = tuple(fields["job_ids"])
+    elif cls is BatchDone:
+        fields["job_seconds"] = tuple(fields["job_seconds"])
     elif cls is StateChanged:
         fields["state"] = WorkerState(fields["state"])
     message: ToSupervisor | ToWorker = cls(**fields)

@@ -46,6 +46,9 @@ class Metrics:
         self.batches = Histogram(
             "ks_batch_seconds", "Time to run one batch, outputs stored", buckets=_BATCH_BUCKETS, registry=self.registry
         )
+        self.jobs_latency = Histogram(
+            "ks_job_seconds", "Time from a job's submission to its end", buckets=_BATCH_BUCKETS, registry=self.registry
+        )
         self.batch_size = Histogram(
             "ks_batch_size", "Jobs per batch", buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32), registry=self.registry
         )
@@ -63,6 +66,8 @@ class Metrics:
             self.steps.labels(message.event.stage.value).observe(message.seconds)
         elif isinstance(message, BatchDone):
             self.batches.observe(message.seconds)
+            for seconds in message.job_seconds:
+                self.jobs_latency.observe(seconds)
             self.batch_size.observe(message.size)
             self.batch_outcomes.labels(message.outcome).inc()
             self.images.inc(message.images)

@@ -70,3 +70,21 @@ def test_webhooks_arrive_signed_and_the_final_one_is_retried(serve, receiver):
     final = json.loads(final_body)
     assert final["id"] == prediction.id and len(final["output"]) == 1
     assert receiver.received.empty()
+
+
+def test_on_redis_only_the_node_that_accepted_a_prediction_sends_its_webhooks():
+    from types import SimpleNamespace
+
+    from kandinsky_serve.api.dialects.replicate.webhooks import NODE, ours
+    from kandinsky_serve.domain import GenerationRequest
+    from kandinsky_serve.domain.job import Job
+    from kandinsky_serve.settings import Settings
+
+    def job(node):
+        return Job(owner="alice", request=GenerationRequest(prompt="x"), meta={"node": node} if node else {})
+
+    shared = SimpleNamespace(settings=Settings(store_url="redis://redis.internal:6379/0"))
+    assert ours(shared, job(NODE))
+    assert not ours(shared, job("another-api-node"))
+    alone = SimpleNamespace(settings=Settings())
+    assert ours(alone, job("this-machine-before-a-restart"))

@@ -56,6 +56,8 @@ def test_native_api(serve):
     decoder_steps = [s for s in families["ks_step_seconds"].samples if s.name.endswith("_count")]
     assert any(s.labels["stage"] == "decoder" and s.value > 0 for s in decoder_steps)
     assert "ks_queue_depth" in families and "ks_batch_size" in families
+    jobs_count = [s for s in families["ks_job_seconds"].samples if s.name.endswith("_count")]
+    assert jobs_count[0].value >= 3
 
     # bad input: 422 in the native error shape, naming the field
     bad = client.post("/v1/jobs", json={**SMALL, "width": 100000})

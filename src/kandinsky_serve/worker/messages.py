@@ -50,6 +50,7 @@ class BatchDone:
     outcome: str  # succeeded | failed | canceled (of the batch as a whole; failed wins)
     device: str
     peak_memory_bytes: int = 0  # on a GPU; 0 on a CPU
+    job_seconds: tuple[float, ...] = ()  # each job's time from submission to its end
 
 
 # supervisor -> worker

@@ -17,7 +17,7 @@ from typing import Protocol
 from kandinsky_serve.blobs.protocol import BlobStore
 from kandinsky_serve.domain.errors import Canceled, ErrorCode, ServeError
 from kandinsky_serve.domain.events import ProgressEvent
-from kandinsky_serve.domain.job import Job, JobEvent, Output
+from kandinsky_serve.domain.job import Job, JobEvent, Output, utcnow
 from kandinsky_serve.domain.request import GenerationRequest
 from kandinsky_serve.engine.result import GenerationResult
 from kandinsky_serve.imaging import encode_image
@@ -184,7 +184,8 @@ class Runner:
     ) -> BatchDone:
         images = sum(len(r.seeds) for r in results if isinstance(r, GenerationResult))
         outcome = "failed" if any(isinstance(r, ServeError) for r in results) else "succeeded" if images else "canceled"
-        return BatchDone(len(jobs), images, seconds, outcome, self.device, peak_memory())
+        waited = tuple((utcnow() - job.created_at).total_seconds() for job in jobs)
+        return BatchDone(len(jobs), images, seconds, outcome, self.device, peak_memory(), waited)
 
     def _stopper(self, job_id: str) -> Callable[[], bool]:
         return lambda: job_id in self._stop

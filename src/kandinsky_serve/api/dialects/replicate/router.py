@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from kandinsky_serve.api.auth import Caller, CallerDep, Owner
 from kandinsky_serve.api.dialects.replicate import schemas, translate
 from kandinsky_serve.api.dialects.replicate.signing import secret_for
-from kandinsky_serve.api.dialects.replicate.webhooks import EVENTS
+from kandinsky_serve.api.dialects.replicate.webhooks import EVENTS, NODE
 from kandinsky_serve.api.inputs import check_public_url
 from kandinsky_serve.api.state import Service
 from kandinsky_serve.api.urls import base_url, file_url
@@ -82,6 +82,7 @@ def _submit(
         "version": model.version,
         "input": translate.input_echo(body.get("input")),
         "base_url": base_url(request),
+        "node": NODE,
         **_webhook_meta(body, service),
     }
     if deadline is not None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import socket
 import time
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
@@ -63,6 +65,10 @@ def request_for(state: AppState, base: str) -> Request:
         "headers": [(b"host", parts.netloc.encode())],
     }
     return Request(scope)
+
+
+# this API process, as a node of several on one Redis
+NODE = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
 
 
 class Deliverer:
@@ -151,6 +157,13 @@ class Deliverer:
         return response.is_success
 
 
+def ours(state: AppState, job: Job) -> bool:
+    """On Redis every API node hears of every job; the node that accepted a prediction delivers its
+    webhooks, so a receiver gets each event once. On one machine every job is ours, also those
+    accepted before a restart."""
+    return state.settings.store_url is None or job.meta.get("node") in (None, NODE)
+
+
 async def deliver_webhooks(state: AppState) -> None:
     queue = state.notifier.subscribe()
     # Replicate does not follow redirects when delivering, so neither do we
@@ -160,7 +173,7 @@ async def deliver_webhooks(state: AppState) -> None:
             while True:
                 job_id = await queue.get()
                 job = await anyio.to_thread.run_sync(state.service.store.get, job_id)
-                if job is not None and job.meta.get("dialect") == "replicate":
+                if job is not None and job.meta.get("dialect") == "replicate" and ours(state, job):
                     await deliverer.on_change(job)
         finally:
             for task in list(deliverer.tasks):
