@@ -11,7 +11,7 @@ from kandinsky_serve.worker.messages import BatchDone, Cancel, JobsChanged, Prog
 MESSAGES = [
     StateChanged(WorkerState.BUSY, "cuda:1", ""),
     JobsChanged(("a", "b")),
-    Progress(("a",), ProgressEvent(Stage.DECODER, 3, 25), 0.031),
+    Progress(("a",), ProgressEvent(Stage.DECODER, 3, 25), 0.031, (("a", "data:image/jpeg;base64,AAAA"),)),
     BatchDone(2, 4, 1.5, "succeeded", "cuda:0", 123456, (1.2, 3.4)),
     Wake(),
     Cancel("a"),

@@ -67,6 +67,7 @@ def decode(data: dict[str, Any]) -> ToSupervisor | ToWorker:
         event = fields["event"]
         fields["event"] = ProgressEvent(Stage(event["stage"]), event["step"], event["total"])
         fields["job_ids"] = tuple(fields["job_ids"])
+        fields["previews"] = tuple(tuple(pair) for pair in fields.get("previews", ()))
     elif cls is JobsChanged:
         fields["job_ids"] = tuple(fields["job_ids"])
     elif cls is BatchDone:
@@ -128,7 +129,7 @@ class RemoteWorkers:
         self,
         bus: RedisBus,
         on_jobs_changed: Callable[[tuple[str, ...]], None],
-        on_progress: Callable[[tuple[str, ...], ProgressEvent], None],
+        on_progress: Callable[[Progress], None],
         observe: Callable[[ToSupervisor], None] | None = None,
     ) -> None:
         self.bus = bus
@@ -179,4 +180,4 @@ class RemoteWorkers:
         if isinstance(message, JobsChanged):
             self.on_jobs_changed(message.job_ids)
         elif isinstance(message, Progress):
-            self.on_progress(message.job_ids, message.event)
+            self.on_progress(message)

@@ -14,7 +14,9 @@ from kandinsky_serve.domain.events import ProgressEvent
 
 
 class Notifier(Protocol):
-    def publish(self, job_ids: Iterable[str], progress: ProgressEvent | None = None) -> None: ...
+    def publish(
+        self, job_ids: Iterable[str], progress: ProgressEvent | None = None, previews: Iterable[tuple[str, str]] = ()
+    ) -> None: ...
 
     async def wait(self, job_id: str, timeout: float) -> bool:
         """True if the job changed within timeout seconds."""
@@ -22,6 +24,10 @@ class Notifier(Protocol):
 
     def progress(self, job_id: str) -> ProgressEvent | None:
         """The job's latest live progress, if it is running here."""
+        ...
+
+    def preview(self, job_id: str) -> str | None:
+        """The job's latest preview (a data URI), if it has one."""
         ...
 
     def subscribe(self) -> asyncio.Queue[str]:
@@ -36,18 +42,23 @@ class LocalNotifier:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
         self._progress: dict[str, ProgressEvent] = {}
+        self._previews: dict[str, str] = {}
         self._subscribers: list[asyncio.Queue[str]] = []
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
 
-    def publish(self, job_ids: Iterable[str], progress: ProgressEvent | None = None) -> None:
+    def publish(
+        self, job_ids: Iterable[str], progress: ProgressEvent | None = None, previews: Iterable[tuple[str, str]] = ()
+    ) -> None:
         ids = tuple(job_ids)
         for job_id in ids:
-            if progress is None:
+            if progress is None:  # a change of state: live progress and previews are over
                 self._progress.pop(job_id, None)
+                self._previews.pop(job_id, None)
             else:
                 self._progress[job_id] = progress
+        self._previews.update(previews)
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._wake, ids, progress is None)
 
@@ -74,6 +85,9 @@ class LocalNotifier:
 
     def progress(self, job_id: str) -> ProgressEvent | None:
         return self._progress.get(job_id)
+
+    def preview(self, job_id: str) -> str | None:
+        return self._previews.get(job_id)
 
     def subscribe(self) -> asyncio.Queue[str]:
         queue: asyncio.Queue[str] = asyncio.Queue()

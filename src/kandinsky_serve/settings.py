@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     workers: int = Field(default=0, ge=0, description="worker processes; 0 = one per GPU, or one on a CPU machine")
     max_batch: int = Field(default=4, ge=1, le=32, description="most jobs one worker runs as one batch")
     batch_window_ms: int = Field(default=20, ge=0, description="how long an idle worker waits for a batch to fill")
+    previews: int = Field(
+        default=8, ge=0, le=50, description="intermediate previews a job's progress carries (0: none)"
+    )
     lease_seconds: float = Field(default=30.0, gt=0, description="a worker's hold on its jobs, renewed by heartbeats")
     max_attempts: int = Field(default=3, ge=1, description="tries before a job whose worker keeps dying fails")
     drain_seconds: float = Field(default=30.0, ge=0, description="on shutdown, how long a running batch may finish")

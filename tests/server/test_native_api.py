@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 
 import httpx
+from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 SMALL = {"prompt": "a red barn", "width": 64, "height": 64, "steps": 20, "seed": 3}
@@ -41,6 +44,11 @@ def test_native_api(serve):
                     break
     steps = [data["step"] for name, data in events if name == "progress" and data["stage"] == "decoder"]
     assert steps and steps == sorted(steps)
+    previews = [data["preview"] for name, data in events if name == "progress" and "preview" in data]
+    assert previews, "the decoder's progress carries previews"
+    header, _, payload = previews[0].partition(",")
+    assert header == "data:image/jpeg;base64"
+    assert Image.open(io.BytesIO(base64.b64decode(payload))).format == "JPEG"
     assert events[-1][0] == "done" and events[-1][1]["state"] == "succeeded"
 
     # newest first, in pages that follow the cursor

@@ -24,16 +24,16 @@ class CountingEngine:
         self.engine = engine
         self.batches: list[int] = []
 
-    def run_batch(self, requests, on_progress=None, cancels=None):
+    def run_batch(self, requests, on_progress=None, cancels=None, previews=0):
         self.batches.append(len(requests))
-        return self.engine.run_batch(requests, on_progress, cancels)
+        return self.engine.run_batch(requests, on_progress, cancels, previews)
 
 
 class FailingEngine:
     def __init__(self, error: Exception):
         self.error = error
 
-    def run_batch(self, requests, on_progress=None, cancels=None):
+    def run_batch(self, requests, on_progress=None, cancels=None, previews=0):
         raise self.error
 
 

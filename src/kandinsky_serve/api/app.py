@@ -15,14 +15,13 @@ from kandinsky_serve.api.body_limit import BodyLimit
 from kandinsky_serve.api.state import AppState
 from kandinsky_serve.api.urls import load_url_secret
 from kandinsky_serve.auth.factory import open_keys, open_limiter
-from kandinsky_serve.domain.events import ProgressEvent
 from kandinsky_serve.metrics import Metrics
 from kandinsky_serve.notify import LocalNotifier
 from kandinsky_serve.service import JobService, WorkerPool
 from kandinsky_serve.settings import Settings
 from kandinsky_serve.store.factory import open_blobs, open_store
 from kandinsky_serve.worker.janitor import Janitor
-from kandinsky_serve.worker.messages import Wake
+from kandinsky_serve.worker.messages import Progress, Wake
 from kandinsky_serve.worker.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -85,8 +84,8 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> FastAPI:
 def _workers(settings: Settings, supervise: bool, notifier: LocalNotifier, metrics: Metrics) -> WorkerPool | None:
     """Our own worker processes (`serve`), the workers on the Redis bus (`api`), or none (tests)."""
 
-    def progressed(job_ids: tuple[str, ...], event: ProgressEvent) -> None:
-        notifier.publish(job_ids, event)
+    def progressed(message: Progress) -> None:
+        notifier.publish(message.job_ids, message.event, message.previews)
 
     if supervise:
         return Supervisor(settings, notifier.publish, progressed, metrics.observe)

@@ -82,11 +82,12 @@ def cancel_job(job_id: str, request: Request, service: Service, owner: Owner) ->
 
 @router.get("/jobs/{job_id}/events")
 async def job_events(job_id: str, request: Request, service: Service, owner: Owner) -> StreamingResponse:
-    """Server-sent events: `progress` at every step, then one `done` with the final job."""
+    """Server-sent events: `progress` at every step (now and then with a `preview` image as a data
+    URI), then one `done` with the final job."""
     service.get(job_id, owner)
 
     async def stream() -> AsyncIterator[str]:
-        last = None
+        last, last_preview = None, None
         while True:
             job = service.get(job_id, owner)
             if job.state.terminal:
@@ -95,12 +96,10 @@ async def job_events(job_id: str, request: Request, service: Service, owner: Own
             progress = service.notifier.progress(job_id)
             if progress is not None and progress != last:
                 last = progress
-                data = {
-                    "state": job.state.value,
-                    "stage": progress.stage.value,
-                    "step": progress.step,
-                    "total": progress.total,
-                }
+                data: dict[str, Any] = {"state": job.state.value, **_progress(progress)}
+                preview = service.notifier.preview(job_id)
+                if preview is not None and preview != last_preview:
+                    data["preview"] = last_preview = preview
                 yield f"event: progress\ndata: {json.dumps(data)}\n\n"
             elif not await service.notifier.wait(job_id, 15.0):
                 yield ": keep-alive\n\n"

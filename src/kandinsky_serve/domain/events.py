@@ -16,6 +16,8 @@ class ProgressEvent:
     stage: Stage
     step: int  # 1-based: the number of steps of this stage that are done
     total: int
+    # now and then in the decoder stage: (request index in the batch, JPEG) of each request's first image
+    previews: tuple[tuple[int, bytes], ...] = ()
 
     @property
     def fraction(self) -> float:

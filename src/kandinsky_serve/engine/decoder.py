@@ -15,9 +15,9 @@ import torch
 
 from kandinsky_serve.engine.schedulers import SchedulerAdapter
 
-# Called after each step with (steps done, total); returns a bool mask of the rows to keep,
-# or None to keep them all. Raising stops the whole run.
-StepCheck = Callable[[int, int], torch.Tensor | None]
+# Called after each step with (steps done, total, the latents); returns a bool mask of the rows to
+# keep, or None to keep them all. Raising stops the whole run.
+StepCheck = Callable[[int, int, torch.Tensor], torch.Tensor | None]
 
 
 @dataclass
@@ -111,7 +111,7 @@ def denoise(
             keep = job.inpainting.keep
             job.latents = keep * known + (1.0 - keep) * job.latents
 
-        keep_rows = check(i + 1, total) if check is not None else None
+        keep_rows = check(i + 1, total, job.latents) if check is not None else None
         if keep_rows is not None and not bool(keep_rows.all()):
             on_device = keep_rows.to(job.latents.device)
             scheduler.keep_rows(on_device, job.latents.shape[0])

@@ -17,6 +17,7 @@ from kandinsky_serve.domain.errors import Canceled, ErrorCode, ServeError
 from kandinsky_serve.domain.request import GenerationRequest
 from kandinsky_serve.engine.conditioning import memoize_hint
 from kandinsky_serve.engine.devices import resolve_device, resolve_dtype
+from kandinsky_serve.engine.preview import Previewer
 from kandinsky_serve.engine.prior import PriorRunner
 from kandinsky_serve.engine.registry import ModelSpec, resolve_model
 from kandinsky_serve.engine.result import GenerationResult
@@ -45,6 +46,7 @@ class Engine:
         unet_scale = 2 ** (len(self._unets[UNetKind.TEXT2IMG].config.block_out_channels) - 1)
         self.movq_scale = movq_scale
         self.size_multiple = movq_scale * unet_scale
+        self.previewer = Previewer(self.movq, movq_scale)
 
     @classmethod
     def create(cls, model: str, device: str = "auto", dtype: str = "auto") -> Engine:
@@ -73,13 +75,15 @@ class Engine:
         requests: Sequence[GenerationRequest],
         on_progress: ProgressCallback | None = None,
         cancels: Sequence[CancelCheck | None] | None = None,
+        previews: int = 0,
     ) -> list[GenerationResult | None]:
-        """Results in request order; None for a request canceled while the others went on."""
+        """Results in request order; None for a request canceled while the others went on. With
+        previews, progress events carry that many previews, spread over the decoder steps."""
         prepared = [self._prepare(r) for r in requests]
         if len({r.batch_key for r in prepared}) > 1:
             raise ValueError("run_batch needs requests with equal batch_key")
         with torch.inference_mode(), self._out_of_memory_guard(prepared):
-            return Run(self, prepared, on_progress, cancels).execute()
+            return Run(self, prepared, on_progress, cancels, previews).execute()
 
     def _prepare(self, request: GenerationRequest) -> GenerationRequest:
         self.spec.check(request)

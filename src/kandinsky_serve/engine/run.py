@@ -59,8 +59,10 @@ class Run:
         requests: list[GenerationRequest],
         on_progress: ProgressCallback | None,
         cancels: Sequence[CancelCheck | None] | None,
+        previews: int = 0,
     ) -> None:
         self.engine = engine
+        self.previews = previews  # how many previews a run sends, spread over the decoder steps
         self.requests = requests
         self.first = requests[0]
         self.on_progress = on_progress
@@ -93,10 +95,10 @@ class Run:
 
     # --- cancellation and progress -------------------------------------------------------
 
-    def _poll(self, stage: Stage, step: int, total: int) -> torch.Tensor:
+    def _poll(self, stage: Stage, step: int, total: int, previews: tuple[tuple[int, bytes], ...] = ()) -> torch.Tensor:
         """Reports progress; returns which rows are still wanted, raising if none is."""
         if self.on_progress is not None:
-            self.on_progress(ProgressEvent(stage, step, total))
+            self.on_progress(ProgressEvent(stage, step, total, previews))
         canceled = {i for i, check in enumerate(self.cancels) if check is not None and check()}
         if canceled:
             wanted = torch.tensor([row.request not in canceled for row in self.rows])
@@ -213,9 +215,9 @@ class Run:
         alive_at_start = torch.nonzero(keep).flatten()
         wanted_now = alive_at_start
 
-        def check(step: int, total: int) -> torch.Tensor | None:
+        def check(step: int, total: int, latents: torch.Tensor) -> torch.Tensor | None:
             nonlocal wanted_now
-            alive = self._poll(Stage.DECODER, step, total)
+            alive = self._poll(Stage.DECODER, step, total, self._previews(step, total, latents, wanted_now))
             keep_rows = alive[wanted_now]
             wanted_now = wanted_now[keep_rows]
             return keep_rows
@@ -223,6 +225,19 @@ class Run:
         unet = engine.unet(_UNET_FOR_TASK.get(first.task, UNetKind.TEXT2IMG))
         result = denoise(unet, scheduler, job, check)
         return result.latents, alive_at_start[result.rows]
+
+    def _previews(
+        self, step: int, total: int, latents: torch.Tensor, rows: torch.Tensor
+    ) -> tuple[tuple[int, bytes], ...]:
+        """Now and then, a preview of each request's first image still in the batch."""
+        every = max(1, total // self.previews) if self.previews else 0
+        if not every or step % every or step == total:
+            return ()
+        first: dict[int, int] = {}
+        for position, row in enumerate(rows.tolist()):
+            first.setdefault(self.rows[row].request, position)
+        pictures = self.engine.previewer.render(latents[list(first.values())])
+        return tuple(zip(first, pictures, strict=True))
 
     def _encode_inputs(self) -> torch.Tensor:
         """The MoVQ latents of each row's init image (img2img, inpaint)."""

@@ -38,6 +38,7 @@ class Progress:
     job_ids: tuple[str, ...]
     event: ProgressEvent
     seconds: float = 0.0  # since the previous step of the same stage (0 for a stage's first step)
+    previews: tuple[tuple[str, str], ...] = ()  # (job id, JPEG data URI), now and then
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,13 @@ twice after a crash is finished once and leaves one set of outputs.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 from kandinsky_serve.blobs.protocol import BlobStore
@@ -54,6 +56,7 @@ class BatchEngine(Protocol):
         requests: Sequence[GenerationRequest],
         on_progress: Callable[[ProgressEvent], None] | None = None,
         cancels: Sequence[Callable[[], bool] | None] | None = None,
+        previews: int = 0,
     ) -> list[GenerationResult | None]: ...
 
 
@@ -167,7 +170,7 @@ class Runner:
         progress = _ProgressWriter(self.store, [job.id for job in jobs], self.emit)
         stops = [self._stopper(job.id) for job in jobs]
         try:
-            return self.engine.run_batch([job.request for job in jobs], progress, stops)
+            return self.engine.run_batch([job.request for job in jobs], progress, stops, self.settings.previews)
         except Canceled:
             return [None] * len(jobs)
         except ServeError as error:
@@ -252,7 +255,11 @@ class _ProgressWriter:
         now = time.monotonic()
         seconds = now - self._last_step if event.step > 1 and self._last_step else 0.0
         self._last_step = now
-        self.emit(Progress(tuple(self.job_ids), event, seconds))
+        previews = tuple(
+            (self.job_ids[index], "data:image/jpeg;base64," + base64.b64encode(jpeg).decode())
+            for index, jpeg in event.previews
+        )
+        self.emit(Progress(tuple(self.job_ids), replace(event, previews=()), seconds, previews))
         self._pending = JobEvent.progress(event)
         if event.step == event.total or time.monotonic() - self._last_write >= _EVENT_INTERVAL:
             self.flush()

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 
-from kandinsky_serve.domain.events import ProgressEvent
 from kandinsky_serve.settings import Settings
 from kandinsky_serve.worker.messages import (
     JobsChanged,
@@ -69,7 +68,7 @@ class Supervisor:
         self,
         settings: Settings,
         on_jobs_changed: Callable[[tuple[str, ...]], None],
-        on_progress: Callable[[tuple[str, ...], ProgressEvent], None],
+        on_progress: Callable[[Progress], None],
         observe: Callable[[ToSupervisor], None] | None = None,
     ) -> None:
         self.settings = settings
@@ -147,7 +146,7 @@ class Supervisor:
         elif isinstance(message, JobsChanged):
             self.on_jobs_changed(message.job_ids)
         elif isinstance(message, Progress):
-            self.on_progress(message.job_ids, message.event)
+            self.on_progress(message)
 
     def _died(self, handle: WorkerHandle, restart_at: dict[int, float]) -> None:
         handle.process.join(timeout=1)
