@@ -1,0 +1,1 @@
+"""Benchmarks: `kandinsky-serve bench engine` (ours against plain diffusers, same run)."""

@@ -1,0 +1,177 @@
+"""Our engine against plain diffusers pipelines, in the same process, on the same components.
+
+Both sides get the very same loaded modules (so the same weights), prompt, seeds, sizes, steps,
+guidance and scheduler. Timings are medians of repeated runs after a warm-up. With one image the
+two draw from one generator in the same order, so their pictures are compared too (max abs diff).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import torch
+
+from kandinsky_serve.domain.request import GenerationRequest
+from kandinsky_serve.engine.engine import Engine
+from kandinsky_serve.engine.sources import UNetKind
+
+PROMPT = "a moss covered astronaut with a black background"
+
+
+@dataclass
+class Row:
+    size: int
+    batch: int
+    steps: int
+    prior_steps: int
+    ours_s_per_image: float
+    diffusers_s_per_image: float
+    ours_images_per_s: float
+    diffusers_images_per_s: float
+    ratio: float  # ours / diffusers time; below 1 is faster
+    max_abs_diff: float | None  # pixels in [0, 1], batch 1 only
+    peak_memory_mb: float
+
+
+def _diffusers_pipes(engine: Engine) -> tuple[Any, Any]:
+    from diffusers import DDPMScheduler, KandinskyV22Pipeline, KandinskyV22PriorPipeline, UnCLIPScheduler
+
+    parts = engine.prior.parts
+    prior = KandinskyV22PriorPipeline(
+        prior=parts.prior,
+        image_encoder=parts.image_encoder,
+        text_encoder=parts.text_encoder,
+        tokenizer=parts.tokenizer,
+        scheduler=UnCLIPScheduler.from_config(parts.scheduler_config),
+        image_processor=parts.image_processor,
+    )
+    decoder = KandinskyV22Pipeline(
+        unet=engine.unet(UNetKind.TEXT2IMG),
+        scheduler=DDPMScheduler.from_config(engine.scheduler_config),
+        movq=engine.movq,
+    )
+    for pipe in (prior, decoder):
+        pipe.set_progress_bar_config(disable=True)
+    return prior, decoder
+
+
+def _timed(run: Any, repeats: int, device: torch.device) -> tuple[float, Any]:
+    times, result = [], None
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        result = run()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return float(torch.cuda.max_memory_allocated()) / 2**20
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024  # Linux reports KiB
+
+
+def compare(engine: Engine, size: int, batch: int, steps: int, prior_steps: int, repeats: int, seed: int = 42) -> Row:
+    prior_pipe, decoder_pipe = _diffusers_pipes(engine)
+    request = GenerationRequest(
+        model=engine.spec.id,
+        prompt=PROMPT,
+        width=size,
+        height=size,
+        num_images=batch,
+        steps=steps,
+        prior_steps=prior_steps,
+        scheduler="DDPM",
+        seed=seed,
+    )
+
+    def ours() -> np.ndarray:
+        return engine.run(request).pixels
+
+    def theirs() -> np.ndarray:
+        generator = torch.Generator().manual_seed(seed)
+        embeds = prior_pipe(PROMPT, num_images_per_prompt=batch, num_inference_steps=prior_steps, generator=generator)
+        images: np.ndarray = decoder_pipe(
+            image_embeds=embeds.image_embeds,
+            negative_image_embeds=embeds.negative_image_embeds,
+            height=size,
+            width=size,
+            num_inference_steps=steps,
+            generator=generator,
+            output_type="np",
+        ).images
+        return images
+
+    with torch.inference_mode():
+        ours(), theirs()  # warm up both: allocator, kernels, caches (our zero embed)
+        ours_s, our_pixels = _timed(ours, repeats, engine.device)
+        theirs_s, their_pixels = _timed(theirs, repeats, engine.device)
+    diff = float(np.abs(our_pixels - their_pixels).max()) if batch == 1 else None
+    return Row(
+        size=size,
+        batch=batch,
+        steps=steps,
+        prior_steps=prior_steps,
+        ours_s_per_image=round(ours_s / batch, 4),
+        diffusers_s_per_image=round(theirs_s / batch, 4),
+        ours_images_per_s=round(batch / ours_s, 3),
+        diffusers_images_per_s=round(batch / theirs_s, 3),
+        ratio=round(ours_s / theirs_s, 4),
+        max_abs_diff=diff,
+        peak_memory_mb=round(_peak_memory_mb(engine.device), 1),
+    )
+
+
+def run(
+    model: str, device: str, sizes: list[int], batches: list[int], steps: int, prior_steps: int, repeats: int
+) -> dict[str, Any]:
+    engine = Engine.create(model, device)
+    rows = [compare(engine, size, batch, steps, prior_steps, repeats) for size in sizes for batch in batches]
+    our_total = sum(r.ours_s_per_image for r in rows)
+    their_total = sum(r.diffusers_s_per_image for r in rows)
+    return {
+        "benchmark": "engine",
+        "model": model,
+        "device": str(engine.device) if engine.device.type != "cuda" else torch.cuda.get_device_name(),
+        "dtype": str(engine.dtype).removeprefix("torch."),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+        "date": datetime.now(UTC).date().isoformat(),
+        "ours_s_per_image": round(our_total / len(rows), 4),
+        "diffusers_s_per_image": round(their_total / len(rows), 4),
+        "ratio": round(our_total / their_total, 4),
+        "rows": [asdict(r) for r in rows],
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    columns = ("size", 6), ("batch", 5), ("steps", 9), ("ours s/img", 11), ("diffusers s/img", 16), ("ratio", 6)
+    head = " ".join(f"{name:>{width}}" for name, width in (*columns, ("max diff", 9), ("peak MB", 8)))
+    title = f"engine benchmark: {result['model']} on {result['device']} ({result['dtype']}), torch {result['torch']}"
+    lines = [title, head]
+    for r in result["rows"]:
+        diff = "" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.1e}"
+        steps = f"{r['prior_steps']}+{r['steps']}"
+        lines.append(
+            f"{r['size']:>6} {r['batch']:>5} {steps:>9} {r['ours_s_per_image']:>11.3f} "
+            f"{r['diffusers_s_per_image']:>16.3f} {r['ratio']:>6.3f} {diff:>9} {r['peak_memory_mb']:>8.0f}"
+        )
+    ours, theirs = result["ours_s_per_image"], result["diffusers_s_per_image"]
+    lines.append(f"mean: ours {ours:.3f} s/image, diffusers {theirs:.3f} s/image, ratio {result['ratio']:.3f}")
+    return "\n".join(lines)
+
+
+def as_json(result: dict[str, Any]) -> str:
+    return json.dumps(result)

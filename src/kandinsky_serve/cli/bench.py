@@ -1,0 +1,42 @@
+"""`kandinsky-serve bench engine`: our engine against plain diffusers, same run, printed as a table."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from kandinsky_serve.cli.app import app, fail
+from kandinsky_serve.domain.errors import ServeError
+
+bench_app = typer.Typer(
+    help="Benchmarks that print figures (add --json for one JSON object last).", no_args_is_help=True
+)
+app.add_typer(bench_app, name="bench")
+
+
+def _numbers(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
+@bench_app.command("engine")
+def engine(
+    model: Annotated[str, typer.Option(help="model id; tiny on a CPU, random-2.2 on a GPU")] = "tiny",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N")] = "cpu",
+    sizes: Annotated[str, typer.Option(help="square sizes, comma-separated")] = "512,1024",
+    batches: Annotated[str, typer.Option(help="images per request, comma-separated")] = "1,4",
+    steps: Annotated[int, typer.Option(help="decoder steps")] = 25,
+    prior_steps: Annotated[int, typer.Option()] = 25,
+    repeats: Annotated[int, typer.Option(help="timed runs per side (the median is reported)")] = 3,
+    json_out: Annotated[bool, typer.Option("--json", help="also print one JSON object as the last line")] = False,
+) -> None:
+    """Seconds per image, images per second and peak memory: ours and plain diffusers, same run."""
+    from kandinsky_serve.bench.engine import as_json, run, table
+
+    try:
+        result = run(model, device, _numbers(sizes), _numbers(batches), steps, prior_steps, repeats)
+    except ServeError as error:
+        raise fail(error) from None
+    typer.echo(table(result))
+    if json_out:
+        typer.echo(as_json(result))
