@@ -77,7 +77,8 @@ class Supervisor:
         self.observe = observe
         self._context = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited CUDA state
         self._workers: list[WorkerHandle] = []
-        self._stopping = threading.Event()
+        self._stopping = threading.Event()  # no more restarts
+        self._stopped = threading.Event()  # every worker has exited: stop reading their pipes
         self._watcher: threading.Thread | None = None
 
     def start(self) -> None:
@@ -118,7 +119,9 @@ class Supervisor:
 
     def _watch(self) -> None:
         restart_at: dict[int, float] = {}
-        while not self._stopping.is_set():
+        # reading goes on while workers drain: a worker whose pipe is full blocks on its next
+        # progress message and never finishes the batch it was given time to finish
+        while not self._stopped.is_set():
             by_conn = {h.conn: h for h in self._workers if h.state is not WorkerState.DEFUNCT}
             by_sentinel = {h.process.sentinel: h for h in self._workers if h.state is not WorkerState.DEFUNCT}
             for ready in wait([*by_conn, *by_sentinel], timeout=0.5):
@@ -174,5 +177,6 @@ class Supervisor:
             if handle.process.is_alive():
                 handle.process.kill()
                 handle.process.join(timeout=5)
+        self._stopped.set()
         if self._watcher is not None:
             self._watcher.join(timeout=5)
