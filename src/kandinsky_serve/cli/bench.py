@@ -40,3 +40,24 @@ def engine(
     typer.echo(table(result))
     if json_out:
         typer.echo(as_json(result))
+
+
+@bench_app.command("server")
+def server(
+    model: Annotated[str, typer.Option(help="model id the server runs")] = "tiny",
+    size: Annotated[int, typer.Option(help="square image size")] = 256,
+    steps: Annotated[int, typer.Option(help="decoder steps")] = 10,
+    clients: Annotated[str, typer.Option(help="concurrent clients, comma-separated")] = "1,4,8",
+    jobs: Annotated[int, typer.Option(help="jobs each client runs")] = 8,
+    max_batch: Annotated[int, typer.Option(help="the server's KS_MAX_BATCH")] = 4,
+    json_out: Annotated[bool, typer.Option("--json", help="also print one JSON object as the last line")] = False,
+) -> None:
+    """Jobs per second, p50/p99 latency, and the time the server adds per job over the bare engine."""
+    import json
+
+    from kandinsky_serve.bench.server import run, table
+
+    result = run(model, size, steps, _numbers(clients), jobs, max_batch)
+    typer.echo(table(result))
+    if json_out:
+        typer.echo(json.dumps(result))

@@ -1,0 +1,148 @@
+"""N concurrent clients through the HTTP API of a real `serve` process, against the bare engine.
+
+Each client submits its jobs one after another through the native API and waits for each
+(`?wait=`); latency is submit to result. The server's overhead per job is the median latency with
+one client minus the bare engine's median time for the same request, measured in this process.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import torch
+
+from kandinsky_serve.domain.request import GenerationRequest
+from kandinsky_serve.engine.engine import Engine
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start(model: str, data_dir: Path, max_batch: int) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    env = {**os.environ, "KS_MODEL": model, "KS_DATA_DIR": str(data_dir), "KS_PORT": str(port)}
+    env |= {"KS_MAX_BATCH": str(max_batch), "KS_PREVIEWS": "0", "KS_RATE_LIMIT_PER_MINUTE": "0"}
+    env |= {"KS_MAX_JOBS_PER_KEY": "1000"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kandinsky_serve", "serve"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    process.kill()
+    raise RuntimeError("the server did not become ready")
+
+
+def _load(url: str, body: dict[str, Any], clients: int, jobs: int) -> tuple[list[float], float]:
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def client() -> None:
+        with httpx.Client(base_url=url, timeout=600) as http:
+            for _ in range(jobs):
+                start = time.perf_counter()
+                job = http.post("/v1/jobs?wait=600", json=body).json()
+                if job.get("state") != "succeeded":
+                    raise RuntimeError(f"a benchmark job did not succeed: {job}")
+                with lock:
+                    latencies.append(time.perf_counter() - start)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies, time.perf_counter() - start
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def run(model: str, size: int, steps: int, clients: list[int], jobs: int, max_batch: int) -> dict[str, Any]:
+    body = {"prompt": "a moss covered astronaut", "width": size, "height": size, "steps": steps, "seed": 1}
+    bare = _bare_engine_seconds(model, body)
+    rows = []
+    with tempfile.TemporaryDirectory() as data_dir:
+        process, url = _start(model, Path(data_dir), max_batch)
+        try:
+            _load(url, body, 1, 1)  # warm the worker up
+            for count in clients:
+                latencies, elapsed = _load(url, body, count, jobs)
+                rows.append(
+                    {
+                        "clients": count,
+                        "jobs": len(latencies),
+                        "jobs_per_s": round(len(latencies) / elapsed, 3),
+                        "p50_s": round(_percentile(latencies, 0.5), 4),
+                        "p99_s": round(_percentile(latencies, 0.99), 4),
+                    }
+                )
+        finally:
+            process.terminate()
+            process.wait(timeout=120)
+    single = next((r for r in rows if r["clients"] == 1), rows[0])
+    return {
+        "benchmark": "server",
+        "model": model,
+        "device": "cpu",
+        "torch": torch.__version__,
+        "date": datetime.now(UTC).date().isoformat(),
+        "size": size,
+        "steps": steps,
+        "max_batch": max_batch,
+        "engine_s_per_job": round(bare, 4),
+        "server_overhead_s_per_job": round(single["p50_s"] - bare, 4),
+        "rows": rows,
+    }
+
+
+def _bare_engine_seconds(model: str, body: dict[str, Any]) -> float:
+    """The median time of the same request run straight on an engine in this process."""
+    engine = Engine.create(model, "cpu")
+    request = GenerationRequest.model_validate({**body, "model": model})
+    engine.run(request)  # warm up
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        engine.run(request)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def table(result: dict[str, Any]) -> str:
+    lines = [
+        f"server benchmark: {result['model']} at {result['size']}², {result['steps']} steps, max batch "
+        f"{result['max_batch']}; bare engine {result['engine_s_per_job']:.3f} s/job, server adds "
+        f"{result['server_overhead_s_per_job'] * 1000:.0f} ms/job (p50 with one client)",
+        f"{'clients':>8} {'jobs':>5} {'jobs/s':>8} {'p50 s':>8} {'p99 s':>8}",
+    ]
+    for r in result["rows"]:
+        lines.append(f"{r['clients']:>8} {r['jobs']:>5} {r['jobs_per_s']:>8.2f} {r['p50_s']:>8.3f} {r['p99_s']:>8.3f}")
+    return "\n".join(lines)
