@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 
 import numpy as np
 import pytest
@@ -144,3 +145,43 @@ def test_logs_record_the_batch_and_tqdm_progress(store, blobs, engine22):
     lines = [e.message for e in store.events(job.id)]
     assert lines[0].startswith("running in a batch of 1 on worker worker-1")
     assert "100%|██████████| 4/4 decoder" in lines
+
+
+class OutageStore:
+    """The real store, unreachable for its first `outages` leases and for every progress write."""
+
+    def __init__(self, store, outages: int):
+        self._store = store
+        self.outages = outages
+
+    def lease(self, *args, **kwargs):
+        if self.outages:
+            self.outages -= 1
+            raise ConnectionError("the store is restarting")
+        return self._store.lease(*args, **kwargs)
+
+    def add_events(self, job_id, events):
+        if not events[0].message or not events[0].message.startswith("running"):
+            raise ConnectionError("the store is restarting")
+        self._store.add_events(job_id, events)
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+
+def test_the_worker_outlives_a_store_outage(store, blobs, engine22):
+    job = enqueue(store)
+    flaky = OutageStore(store, outages=2)
+    runner: Runner
+
+    def on_message(message):
+        if store.get(job.id).state is JobState.SUCCEEDED:
+            runner.drain()
+
+    runner = make_runner(flaky, blobs, engine22, on_message)
+    done = threading.Thread(target=runner.run_forever, kwargs={"poll_seconds": 0.05, "max_backoff": 0.01})
+    done.start()
+    done.join(timeout=60)
+    assert not done.is_alive()
+    assert flaky.outages == 0
+    assert store.get(job.id).state is JobState.SUCCEEDED  # progress writes failed; the image did not

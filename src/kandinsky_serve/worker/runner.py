@@ -114,10 +114,21 @@ class Runner:
 
     # --- the loop ----------------------------------------------------------------------------
 
-    def run_forever(self, poll_seconds: float = 1.0) -> None:
+    def run_forever(self, poll_seconds: float = 1.0, max_backoff: float = 30.0) -> None:
         self.emit(StateChanged(WorkerState.READY))
+        failures = 0
         while not self._draining.is_set():
-            if not self.run_once():
+            try:
+                worked = self.run_once()
+                failures = 0
+            except Exception:
+                # the store is unreachable (a Redis restart, a locked database): a worker outlives it,
+                # as nothing restarts a standalone worker; a job it held is reclaimed after its lease
+                failures += 1
+                log.exception("the work loop failed; retrying")
+                self._draining.wait(min(2.0**failures, max_backoff))
+                continue
+            if not worked:
                 woken = self._woken.wait(timeout=poll_seconds)
                 self._woken.clear()
                 if woken and self.settings.batch_window_ms and not self._draining.is_set():
@@ -269,5 +280,8 @@ class _ProgressWriter:
             return
         event, self._pending = self._pending, None
         self._last_write = time.monotonic()
-        for job_id in self.job_ids:
-            self.store.add_events(job_id, [event])
+        try:
+            for job_id in self.job_ids:
+                self.store.add_events(job_id, [event])
+        except Exception:  # progress is a courtesy: a store outage must not fail the generation
+            log.warning("could not record progress", exc_info=True)
