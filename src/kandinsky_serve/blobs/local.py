@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
-from kandinsky_serve.blobs.protocol import Blob
+from kandinsky_serve.blobs.protocol import Blob, check_key
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 _IMPLIED_TYPES = {
@@ -73,15 +73,8 @@ class LocalBlobStore:
 
     def _path(self, key: str) -> Path:
         """The file for a key; ValueError for a key that is not a plain relative path inside the root."""
+        check_key(key)
         parts = key.split("/")
-        if (
-            not key
-            or "\\" in key
-            or "\0" in key
-            or PurePosixPath(key).is_absolute()
-            or any(part in ("", ".", "..") for part in parts)
-        ):
-            raise ValueError(f"blob key {key!r} must be a relative path of names separated by '/', without '.' or '..'")
         if key.endswith(_SIDECAR_SUFFIX):
             raise ValueError(f"blob key {key!r} ends with {_SIDECAR_SUFFIX!r}, which the store reserves")
         path = self._root.joinpath(*parts)

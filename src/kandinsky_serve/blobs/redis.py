@@ -8,10 +8,9 @@ drops blobs on its own when they expire, so a lost expiry pass leaves no images 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import PurePosixPath
 from typing import Any, cast
 
-from kandinsky_serve.blobs.protocol import Blob
+from kandinsky_serve.blobs.protocol import Blob, check_key
 from kandinsky_serve.store.redis import check_server, connect
 
 
@@ -57,16 +56,3 @@ class RedisBlobStore:
     def _name(self, key: str) -> str:
         check_key(key)
         return self._p + key
-
-
-def check_key(key: str) -> None:
-    """ValueError for a key that is not a plain relative path, as LocalBlobStore requires: a key valid in
-    one store is valid in the other, and none could name a file outside a blob directory."""
-    if (
-        not key
-        or "\\" in key
-        or "\0" in key
-        or PurePosixPath(key).is_absolute()
-        or any(part in ("", ".", "..") for part in key.split("/"))
-    ):
-        raise ValueError(f"blob key {key!r} must be a relative path of names separated by '/', without '.' or '..'")

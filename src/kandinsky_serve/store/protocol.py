@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from kandinsky_serve.domain.errors import ErrorCode
+from kandinsky_serve.domain.errors import ErrorCode, ServeError
 from kandinsky_serve.domain.job import Job, JobEvent, JobState, Output
 
 
@@ -30,6 +30,25 @@ class Admission:
     budget: float | None = None  # the owner's credits: spent() + the job's price must not exceed it
     max_active: int | None = None  # the owner's queued + running jobs, this one included
     max_queued: int | None = None  # all queued jobs, this one included
+
+
+def queue_full() -> ServeError:
+    return ServeError(ErrorCode.OVERLOADED, "The server is busy (its queue is full); try again shortly.", retry_after=5)
+
+
+def too_many_in_flight(max_active: int | None) -> ServeError:
+    return ServeError(
+        ErrorCode.RATE_LIMITED,
+        f"Too many jobs in flight: this key may have {max_active} queued or running at once.",
+        retry_after=2,
+    )
+
+
+def insufficient_credits(price: float, remaining: float) -> ServeError:
+    return ServeError(
+        ErrorCode.INSUFFICIENT_CREDITS,
+        f"Insufficient credits: this job costs {price:g} and {max(remaining, 0):g} remain.",
+    )
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,14 @@ from kandinsky_serve.domain.errors import ErrorCode, ServeError, invalid
 from kandinsky_serve.domain.job import Job, JobEvent, JobState, Output, utcnow
 from kandinsky_serve.store import redis_scripts as scripts
 from kandinsky_serve.store.codec import job_json, load_job, load_request, strip_request
-from kandinsky_serve.store.protocol import Admission, Heartbeat, JobPage
+from kandinsky_serve.store.protocol import (
+    Admission,
+    Heartbeat,
+    JobPage,
+    insufficient_credits,
+    queue_full,
+    too_many_in_flight,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -392,22 +399,12 @@ def _job(fields: dict[str, str], request: str | None) -> Job:
 
 
 def _refusal(reply: list[str], job: Job, admission: Admission) -> ServeError:
-    """The same refusals, in the same words, as SQLite's admission (sqlite_admission.py)."""
+    """The refusal the enqueue script answered, as every backend words it (store.protocol)."""
     if reply[0] == "overloaded":
-        return ServeError(
-            ErrorCode.OVERLOADED, "The server is busy (its queue is full); try again shortly.", retry_after=5
-        )
+        return queue_full()
     if reply[0] == "rate_limited":
-        return ServeError(
-            ErrorCode.RATE_LIMITED,
-            f"Too many jobs in flight: this key may have {admission.max_active} queued or running at once.",
-            retry_after=2,
-        )
-    remaining = (admission.budget or 0.0) - float(reply[1])
-    return ServeError(
-        ErrorCode.INSUFFICIENT_CREDITS,
-        f"Insufficient credits: this job costs {job.price:g} and {max(remaining, 0):g} remain.",
-    )
+        return too_many_in_flight(admission.max_active)
+    return insufficient_credits(job.price, (admission.budget or 0.0) - float(reply[1]))
 
 
 def _pairs(flat: list[str]) -> dict[str, str]:

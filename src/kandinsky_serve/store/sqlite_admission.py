@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from kandinsky_serve.domain.errors import ErrorCode, ServeError
 from kandinsky_serve.domain.job import Job
-from kandinsky_serve.store.protocol import Admission
+from kandinsky_serve.store.protocol import Admission, insufficient_credits, queue_full, too_many_in_flight
 
 
 def spent(conn: sqlite3.Connection, owner: str) -> float:
@@ -25,23 +24,14 @@ def admit(conn: sqlite3.Connection, job: Job, admission: Admission) -> None:
     if admission.max_queued is not None:
         (queued,) = conn.execute("SELECT COUNT(*) FROM jobs WHERE state = 'queued'").fetchone()
         if queued >= admission.max_queued:
-            raise ServeError(
-                ErrorCode.OVERLOADED, "The server is busy (its queue is full); try again shortly.", retry_after=5
-            )
+            raise queue_full()
     if admission.max_active is not None:
         (active,) = conn.execute(
             "SELECT COUNT(*) FROM jobs WHERE owner = ? AND state IN ('queued', 'running')", (job.owner,)
         ).fetchone()
         if active >= admission.max_active:
-            raise ServeError(
-                ErrorCode.RATE_LIMITED,
-                f"Too many jobs in flight: this key may have {admission.max_active} queued or running at once.",
-                retry_after=2,
-            )
+            raise too_many_in_flight(admission.max_active)
     if admission.budget is not None:
         remaining = admission.budget - spent(conn, job.owner)
         if job.price > remaining + 1e-9:
-            raise ServeError(
-                ErrorCode.INSUFFICIENT_CREDITS,
-                f"Insufficient credits: this job costs {job.price:g} and {max(remaining, 0):g} remain.",
-            )
+            raise insufficient_credits(job.price, remaining)
