@@ -27,7 +27,8 @@ def base_url(request: Request) -> str:
 
 def file_url(request: Request, key: str) -> str:
     state = app_state(request)
-    expires = int(time.time() + state.settings.retention_seconds)
+    # rounded up to the hour, so every read of a job hands out the same link for each output
+    expires = -(-int(time.time() + state.settings.retention_seconds) // 3600) * 3600
     return f"{base_url(request)}/v1/files/{key}?expires={expires}&sig={_sign(state.url_secret, key, expires)}"
 
 
