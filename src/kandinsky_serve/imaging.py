@@ -59,7 +59,9 @@ def encode_image(image: Image.Image, fmt: str, quality: int = 80) -> bytes:
     elif fmt == "jpeg":
         image.convert("RGB").save(buf, format="JPEG", quality=quality)
     elif fmt == "webp":
-        image.save(buf, format="WEBP", quality=quality, method=4)
+        # method 2 rather than libwebp's default 4: 40% less time for files 1.5% larger (768²: 89 against
+        # 149 ms on a workplace CPU core), and the encoding is on every job's path to its result
+        image.save(buf, format="WEBP", quality=quality, method=2)
     else:
         raise ValueError(f"unknown output format {fmt!r}")
     return buf.getvalue()

@@ -18,6 +18,12 @@ class Settings(BaseSettings):
     model: str = Field(default="kandinsky-2.2", description="model id (see `kandinsky-serve models`) or a local folder")
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
     dtype: str = Field(default="auto", description="auto (fp16 on CUDA, fp32 on CPU), fp16, bf16 or fp32")
+    compile: Literal["off", "unet", "all"] = Field(
+        default="off",
+        description="torch.compile the decoder UNets (unet), and the MoVQ decoder too (all); for GPUs, "
+        "first run slower, kernels kept in data_dir/compile-cache",
+    )
+    channels_last: bool = Field(default=False, description="channels_last weights for the UNets and MoVQ (for GPUs)")
     data_dir: Path = Field(default=Path("data"), description="where jobs, inputs and outputs are kept")
     store_url: str | None = Field(
         default=None, description="redis://host:6379/0 to keep jobs and outputs in Redis; default: SQLite in data_dir"
@@ -31,7 +37,11 @@ class Settings(BaseSettings):
     )
     workers: int = Field(default=0, ge=0, description="worker processes; 0 = one per GPU, or one on a CPU machine")
     max_batch: int = Field(default=4, ge=1, le=32, description="most jobs one worker runs as one batch")
-    batch_window_ms: int = Field(default=20, ge=0, description="how long an idle worker waits for a batch to fill")
+    batch_window_ms: int = Field(
+        default=0,
+        ge=0,
+        description="how long an idle worker waits for a batch to fill (jobs that queue while it runs batch anyway)",
+    )
     previews: int = Field(
         default=8, ge=0, le=50, description="intermediate previews a job's progress carries (0: none)"
     )

@@ -185,3 +185,47 @@ def test_the_worker_outlives_a_store_outage(store, blobs, engine22):
     assert not done.is_alive()
     assert flaky.outages == 0
     assert store.get(job.id).state is JobState.SUCCEEDED  # progress writes failed; the image did not
+
+
+class GatedBlobs:
+    """Blobs whose writes wait (a while at most) for a signal, noting whether it came."""
+
+    def __init__(self, blobs, signal: threading.Event):
+        self._blobs = blobs
+        self.signal = signal
+        self.came_in_time: list[bool] = []
+
+    def put(self, key, data, content_type):
+        self.came_in_time.append(self.signal.wait(timeout=30))
+        self._blobs.put(key, data, content_type)
+
+    def __getattr__(self, name):
+        return getattr(self._blobs, name)
+
+
+def test_a_batch_is_stored_while_the_next_one_generates(store, blobs, engine22):
+    # the GPU's next batch must not wait for the CPU to encode and store the last one
+    first, second = enqueue(store, prompt="a fox"), enqueue(store, prompt="a whale", width=128)
+    second_batch_started = threading.Event()
+
+    class SignalingEngine(CountingEngine):
+        def run_batch(self, requests, *args, **kwargs):
+            if self.batches:
+                second_batch_started.set()
+            return super().run_batch(requests, *args, **kwargs)
+
+    gated = GatedBlobs(blobs, second_batch_started)
+    runner: Runner
+
+    def on_message(message):
+        if all(store.get(job.id).state is JobState.SUCCEEDED for job in (first, second)):
+            runner.drain()
+
+    runner = make_runner(store, gated, SignalingEngine(engine22), on_message)
+    loop = threading.Thread(target=runner.run_forever, kwargs={"poll_seconds": 0.05})
+    loop.start()
+    loop.join(timeout=120)
+    assert not loop.is_alive()
+    assert gated.came_in_time[0], "the first batch's images were stored only after the second batch ran"
+    assert [store.get(job.id).state for job in (first, second)] == [JobState.SUCCEEDED] * 2
+    assert all(blobs.get(output.key) for job in (first, second) for output in store.get(job.id).outputs)

@@ -1,7 +1,8 @@
 """SqliteJobStore: the embedded JobStore, one SQLite file shared by the API and worker processes.
 
 The settings (sqlite_schema.py) follow the reliability notes (B.4): WAL, so readers never wait for the
-writer; synchronous=FULL, so an acknowledged enqueue survives a power loss; BEGIN IMMEDIATE for every
+writer; synchronous=FULL for the writes a caller is told are stored (enqueue, cancel), so those survive a
+power loss, and NORMAL for the rest, which a crash of the process cannot lose either; BEGIN IMMEDIATE for every
 transaction that writes, because busy_timeout cannot rescue a transaction that read first and then
 tries to write. Each thread has its own connection; processes share nothing but the file, so every
 decision (which job a worker gets, whether it still holds it) is made inside one write transaction.
@@ -77,7 +78,7 @@ class SqliteJobStore:
         job, so a retried enqueue is harmless."""
         if job.state is JobState.RUNNING:
             raise ValueError("a job cannot be enqueued as running: no worker holds a lease on it")
-        with self._write() as conn:
+        with self._write(durable=True) as conn:
             existing = conn.execute(f"{_SELECT_FULL} WHERE j.id = ?", (job.id,)).fetchone()
             if existing is not None:
                 return _full_job(*existing)
@@ -202,7 +203,7 @@ class SqliteJobStore:
         return True
 
     def cancel(self, job_id: str) -> Job | None:
-        with self._write() as conn:
+        with self._write(durable=True) as conn:
             row = conn.execute(
                 "SELECT j.job, r.request, j.data_removed, j.worker, j.lease_expires FROM jobs j "
                 "JOIN requests r ON r.job_id = j.id WHERE j.id = ?",
@@ -351,16 +352,24 @@ class SqliteJobStore:
             self._pid = os.getpid()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """A write transaction; a durable one is on disk when it returns (one fsync of the WAL, which
+        carries every earlier commit with it), the others once SQLite next syncs."""
         conn = self._connection()
-        conn.execute("BEGIN IMMEDIATE")
+        if durable:
+            conn.execute("PRAGMA synchronous = FULL")  # outside a transaction: SQLite ignores it inside
         try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        finally:
+            if durable:
+                conn.execute("PRAGMA synchronous = NORMAL")
 
     def _set_up(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)

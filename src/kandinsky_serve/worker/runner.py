@@ -3,6 +3,10 @@
 A job is finished only by the worker that holds its lease (the store refuses anyone else), and
 outputs are written under keys fixed by the job id before the job is marked done, so a job run
 twice after a crash is finished once and leaves one set of outputs.
+
+The work loop finishes a batch (encodes its images, stores them, marks its jobs done) on a thread of
+its own while the next batch generates, so the GPU does not wait for the CPU's share; a batch's
+images are encoded in parallel.
 """
 
 from __future__ import annotations
@@ -10,10 +14,12 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from kandinsky_serve.blobs.protocol import BlobStore
@@ -60,6 +66,21 @@ class BatchEngine(Protocol):
     ) -> list[GenerationResult | None]: ...
 
 
+@dataclass
+class _Batch:
+    """One leased batch and what happened to its jobs while it ran."""
+
+    jobs: list[Job]
+    stop: set[str]  # jobs to stop at their next step
+    lost: set[str] = field(default_factory=set)  # jobs whose lease another worker now holds
+    release: set[str] = field(default_factory=set)  # jobs to give back to the queue (drain timeout)
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def ids(self) -> list[str]:
+        return [job.id for job in self.jobs]
+
+
 class Runner:
     def __init__(
         self,
@@ -80,11 +101,11 @@ class Runner:
         self.emit = emit
         self._woken = threading.Event()
         self._draining = threading.Event()
-        self._stop: set[str] = set()  # running jobs to stop at their next step
-        self._lost: set[str] = set()  # running jobs whose lease another worker now holds
-        self._release: set[str] = set()  # running jobs to give back to the queue (drain timeout)
-        self._active: list[str] = []
+        self._batch: _Batch | None = None  # the batch generating now
         self._lock = threading.Lock()
+        self._finisher = ThreadPoolExecutor(1, thread_name_prefix="finish")
+        self._encoders = ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="encode")
+        self._finishing: Future[None] | None = None
 
     # --- called from the pipe reader and signal handlers -----------------------------------
 
@@ -93,8 +114,8 @@ class Runner:
 
     def cancel(self, job_id: str) -> None:
         with self._lock:
-            if job_id in self._active:
-                self._stop.add(job_id)
+            if self._batch is not None and job_id in self._batch.ids:
+                self._batch.stop.add(job_id)
 
     def drain(self) -> None:
         """Takes no more work; the running batch may finish for drain_seconds, then goes back to the queue."""
@@ -109,8 +130,9 @@ class Runner:
 
     def _release_active(self) -> None:
         with self._lock:
-            self._release.update(self._active)
-            self._stop.update(self._active)
+            if self._batch is not None:
+                self._batch.release.update(self._batch.ids)
+                self._batch.stop.update(self._batch.ids)
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -119,7 +141,7 @@ class Runner:
         failures = 0
         while not self._draining.is_set():
             try:
-                worked = self.run_once()
+                worked = self.run_once(pipelined=True)
                 failures = 0
             except Exception:
                 # the store is unreachable (a Redis restart, a locked database): a worker outlives it,
@@ -133,53 +155,91 @@ class Runner:
                 self._woken.clear()
                 if woken and self.settings.batch_window_ms and not self._draining.is_set():
                     time.sleep(self.settings.batch_window_ms / 1000)  # let a batch gather
+        self._settle()
 
-    def run_once(self) -> bool:
-        """Leases and runs one batch; False when there was nothing to do."""
+    def run_once(self, *, pipelined: bool = False) -> bool:
+        """Leases and runs one batch; False when there was nothing to do. Pipelined, the batch's
+        finishing goes on behind the next one (at most one batch finishing at a time); otherwise its
+        jobs are finished when this returns."""
         jobs = self.store.lease(
             self.worker_id, max_batch=self.settings.max_batch, lease_seconds=self.settings.lease_seconds
         )
         if not jobs:
+            self._settle()
             return False
         self.emit(StateChanged(WorkerState.BUSY))
         try:
-            self._run(jobs)
+            self._run(_Batch(jobs, stop={job.id for job in jobs if job.cancel_requested}), pipelined)
         finally:
             if not self._draining.is_set():
                 self.emit(StateChanged(WorkerState.READY))
         return True
 
-    def _run(self, jobs: list[Job]) -> None:
-        ids = [job.id for job in jobs]
-        log.info("batch of %d: %s", len(jobs), ", ".join(ids), extra={"job_ids": ids})
+    def _run(self, batch: _Batch, pipelined: bool) -> None:
+        ids = batch.ids
+        log.info("batch of %d: %s", len(ids), ", ".join(ids), extra={"job_ids": ids})
         with self._lock:
-            self._active = list(ids)
-            self._stop = {job.id for job in jobs if job.cancel_requested}
-            self._lost, self._release = set(), set()
-        for job in jobs:
-            line = f"running in a batch of {len(jobs)} on worker {self.worker_id} (attempt {job.attempts})"
-            self.store.add_events(job.id, [JobEvent(message=line)])
-        self.emit(JobsChanged(tuple(ids)))
+            self._batch = batch
         beating = threading.Event()
-        heart = threading.Thread(target=self._heartbeat, args=(ids, beating), daemon=True)
-        heart.start()
-        started = time.monotonic()
+        heart = threading.Thread(target=self._heartbeat, args=(batch, beating), daemon=True)
         try:
-            results = self._generate(jobs)
-            for job, result in zip(jobs, results, strict=True):
-                self._finish(job, result)
-            self.emit(self._batch_done(jobs, results, time.monotonic() - started))
-        finally:
-            beating.set()
-            heart.join()
-            with self._lock:
-                self._active = []
+            for job in batch.jobs:
+                line = f"running in a batch of {len(ids)} on worker {self.worker_id} (attempt {job.attempts})"
+                self.store.add_events(job.id, [JobEvent(message=line)])
             self.emit(JobsChanged(tuple(ids)))
+            heart.start()
+            results = self._generate(batch)
+        except BaseException:
+            self._end(batch, beating, heart)
+            raise
+        with self._lock:
+            self._batch = None
+        self._settle()  # the batch before, if it is still finishing: one at a time, in order
+        if pipelined:
+            self._finishing = self._finisher.submit(self._finish_batch, batch, results, beating, heart)
+        else:
+            self._finish_batch(batch, results, beating, heart)
 
-    def _generate(self, jobs: list[Job]) -> Sequence[GenerationResult | ServeError | None]:
+    def _settle(self) -> None:
+        """Waits until the batch finishing behind this one is done."""
+        finishing, self._finishing = self._finishing, None
+        if finishing is None:
+            return
+        try:
+            finishing.result()
+        except Exception:
+            # its heartbeat has stopped: the jobs it could not finish go back to the queue when their
+            # leases run out, and run again; the batch in hand is not held back by it
+            log.exception("finishing a batch failed")
+
+    def _finish_batch(
+        self,
+        batch: _Batch,
+        results: Sequence[GenerationResult | ServeError | None],
+        beating: threading.Event,
+        heart: threading.Thread,
+    ) -> None:
+        try:
+            for job, result in zip(batch.jobs, results, strict=True):
+                self._finish(batch, job, result)
+            self.emit(self._batch_done(batch.jobs, results, time.monotonic() - batch.started))
+        finally:
+            self._end(batch, beating, heart)
+
+    def _end(self, batch: _Batch, beating: threading.Event, heart: threading.Thread) -> None:
+        beating.set()
+        if heart.is_alive():
+            heart.join()
+        with self._lock:
+            if self._batch is batch:
+                self._batch = None
+        self.emit(JobsChanged(tuple(batch.ids)))
+
+    def _generate(self, batch: _Batch) -> Sequence[GenerationResult | ServeError | None]:
         """One outcome per job: its result, None when it was stopped, or the error that failed the batch."""
-        progress = _ProgressWriter(self.store, [job.id for job in jobs], self.emit)
-        stops = [self._stopper(job.id) for job in jobs]
+        jobs = batch.jobs
+        progress = _ProgressWriter(self.store, batch.ids, self.emit)
+        stops = [self._stopper(batch, job.id) for job in jobs]
         try:
             return self.engine.run_batch([job.request for job in jobs], progress, stops, self.settings.previews)
         except Canceled:
@@ -201,17 +261,18 @@ class Runner:
         waited = tuple((utcnow() - job.created_at).total_seconds() for job in jobs)
         return BatchDone(len(jobs), images, seconds, outcome, self.device, peak_memory(), waited)
 
-    def _stopper(self, job_id: str) -> Callable[[], bool]:
-        return lambda: job_id in self._stop
+    @staticmethod
+    def _stopper(batch: _Batch, job_id: str) -> Callable[[], bool]:
+        return lambda: job_id in batch.stop
 
-    def _finish(self, job: Job, result: GenerationResult | ServeError | None) -> None:
+    def _finish(self, batch: _Batch, job: Job, result: GenerationResult | ServeError | None) -> None:
         if isinstance(result, list):  # pragma: no cover - zip hands single results
             raise TypeError(result)
-        if job.id in self._lost:
+        if job.id in batch.lost:
             log.warning("lease lost to another worker; leaving the job to them", extra={"job_ids": [job.id]})
         elif isinstance(result, ServeError):
             self.store.fail(job.id, self.worker_id, result.code, result.message)
-        elif result is None and job.id in self._release:
+        elif result is None and job.id in batch.release:
             self.store.release(job.id, self.worker_id)
         elif result is None:
             self.store.finish_canceled(job.id, self.worker_id)
@@ -229,26 +290,30 @@ class Runner:
             self.blobs.put(key, json.dumps(body).encode(), "application/json")
             return [Output(key=key, seed=seed, content_type="application/json") for seed in result.seeds]
         fmt = request.output_format
+        # the encoders release the GIL: a batch's images encode side by side
+        encoded = self._encoders.map(
+            lambda image: encode_image(image, fmt.value, request.output_quality), result.images
+        )
         outputs = []
-        for index, (image, seed) in enumerate(zip(result.images, result.seeds, strict=True)):
+        for index, (data, seed) in enumerate(zip(encoded, result.seeds, strict=True)):
             key = f"outputs/{job.id}/{index}.{fmt.value}"
-            self.blobs.put(key, encode_image(image, fmt.value, request.output_quality), fmt.mime_type)
+            self.blobs.put(key, data, fmt.mime_type)
             outputs.append(Output(key=key, seed=seed, content_type=fmt.mime_type))
         return outputs
 
-    def _heartbeat(self, ids: list[str], done: threading.Event) -> None:
+    def _heartbeat(self, batch: _Batch, done: threading.Event) -> None:
         interval = self.settings.lease_seconds / 3
         while not done.wait(interval):
             try:
-                beat = self.store.heartbeat(self.worker_id, ids, self.settings.lease_seconds)
+                beat = self.store.heartbeat(self.worker_id, batch.ids, self.settings.lease_seconds)
             except Exception:  # a busy store must not kill the batch; the next beat retries
                 log.exception("heartbeat failed")
                 continue
             with self._lock:
-                self._stop |= beat.cancel_requested
-                lost = set(ids) - beat.held - self._release
-                self._lost |= lost
-                self._stop |= lost
+                batch.stop |= beat.cancel_requested
+                lost = set(batch.ids) - beat.held - batch.release
+                batch.lost |= lost
+                batch.stop |= lost
 
 
 class _ProgressWriter:
