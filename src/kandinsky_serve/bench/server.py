@@ -2,7 +2,10 @@
 
 Each client submits its jobs one after another through the native API and waits for each
 (`?wait=`); latency is submit to result. The server's overhead per job is the median latency with
-one client minus the bare engine's median time for the same request, measured in this process.
+one client minus the bare engine's median time for the same request, measured in this process. With
+one client, each latency is also split by the job's own timestamps: submit to queued, queued to
+started (waiting for a worker), started to completed (generating, encoding, storing), completed to
+the response in the client's hands.
 """
 
 from __future__ import annotations
@@ -57,19 +60,35 @@ def _start(model: str, data_dir: Path, max_batch: int) -> tuple[subprocess.Popen
     raise RuntimeError("the server did not become ready")
 
 
-def _load(url: str, body: dict[str, Any], clients: int, jobs: int) -> tuple[list[float], float]:
+_PHASES = ("submit_s", "queued_s", "run_s", "respond_s")
+_TIMES = ("created_at", "started_at", "completed_at")
+
+
+def _phases(sent: float, received: float, job: dict[str, Any]) -> tuple[float, ...]:
+    """One job's latency split at its created, started and completed times (wall clock, one machine)."""
+    created, started, completed = (datetime.fromisoformat(job[k]).timestamp() for k in _TIMES)
+    return created - sent, started - created, completed - started, received - completed
+
+
+
+def _load(
+    url: str, body: dict[str, Any], clients: int, jobs: int, phases: list[tuple[float, ...]] | None = None
+) -> tuple[list[float], float]:
     latencies: list[float] = []
     lock = threading.Lock()
 
     def client() -> None:
         with httpx.Client(base_url=url, timeout=600) as http:
             for _ in range(jobs):
-                start = time.perf_counter()
+                start, sent = time.perf_counter(), time.time()
                 job = http.post("/v1/jobs?wait=600", json=body).json()
+                received = time.time()
                 if job.get("state") != "succeeded":
                     raise RuntimeError(f"a benchmark job did not succeed: {job}")
                 with lock:
                     latencies.append(time.perf_counter() - start)
+                    if phases is not None:
+                        phases.append(_phases(sent, received, job))
 
     threads = [threading.Thread(target=client) for _ in range(clients)]
     start = time.perf_counter()
@@ -89,12 +108,13 @@ def run(model: str, size: int, steps: int, clients: list[int], jobs: int, max_ba
     body = {"prompt": "a moss covered astronaut", "width": size, "height": size, "steps": steps, "seed": 1}
     bare = _bare_engine_seconds(model, body)
     rows = []
+    split: list[tuple[float, ...]] = []
     with tempfile.TemporaryDirectory() as data_dir:
         process, url = _start(model, Path(data_dir), max_batch)
         try:
             _load(url, body, 1, 1)  # warm the worker up
             for count in clients:
-                latencies, elapsed = _load(url, body, count, jobs)
+                latencies, elapsed = _load(url, body, count, jobs, split if count == 1 else None)
                 rows.append(
                     {
                         "clients": count,
@@ -119,6 +139,11 @@ def run(model: str, size: int, steps: int, clients: list[int], jobs: int, max_ba
         "max_batch": max_batch,
         "engine_s_per_job": round(bare, 4),
         "server_overhead_s_per_job": round(single["p50_s"] - bare, 4),
+        "one_client_phases_p50": {
+            name: round(statistics.median(job[i] for job in split), 4) for i, name in enumerate(_PHASES)
+        }
+        if split
+        else None,
         "rows": rows,
     }
 
@@ -145,4 +170,9 @@ def table(result: dict[str, Any]) -> str:
     ]
     for r in result["rows"]:
         lines.append(f"{r['clients']:>8} {r['jobs']:>5} {r['jobs_per_s']:>8.2f} {r['p50_s']:>8.3f} {r['p99_s']:>8.3f}")
+    if result.get("one_client_phases_p50"):
+        phases = ", ".join(
+            f"{k.removesuffix('_s')} {v * 1000:.1f} ms" for k, v in result["one_client_phases_p50"].items()
+        )
+        lines.append(f"one client, p50 of each phase: {phases}")
     return "\n".join(lines)
