@@ -16,7 +16,7 @@ import torch
 from kandinsky_serve.domain.errors import Canceled
 from kandinsky_serve.domain.events import ProgressEvent, Stage
 from kandinsky_serve.domain.request import GenerationRequest, Task
-from kandinsky_serve.engine import schedulers
+from kandinsky_serve.engine import schedulers, tiling
 from kandinsky_serve.engine.conditioning import decoder_conditioning
 from kandinsky_serve.engine.decoder import DenoiseJob, Inpainting, denoise
 from kandinsky_serve.engine.images import (
@@ -248,7 +248,7 @@ class Run:
 
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:
         """(n, 3, H, W) float32 pixels in [0, 1] at the generation size."""
-        decoded = self.engine.movq.decode(latents, force_not_quantize=True).sample
+        decoded = tiling.decode(self.engine.movq, latents, tiling.tiling_of(self.engine))
         return (decoded.float() * 0.5 + 0.5).clamp(0.0, 1.0)
 
     def _per_row(self, per_request: torch.Tensor) -> torch.Tensor:
