@@ -20,8 +20,8 @@ class Settings(BaseSettings):
     dtype: str = Field(default="auto", description="auto (fp16 on CUDA, fp32 on CPU), fp16, bf16 or fp32")
     compile: Literal["off", "unet", "all"] = Field(
         default="off",
-        description="torch.compile the decoder UNets (unet), and the MoVQ decoder too (all); for GPUs, "
-        "first run slower, kernels kept in data_dir/compile-cache",
+        description="off, unet (torch.compile the decoder UNets) or all (also the MoVQ decoder); for GPUs: "
+        "slow first run, kernels cached in data_dir/compile-cache",
     )
     channels_last: bool = Field(default=False, description="channels_last weights for the UNets and MoVQ (for GPUs)")
     data_dir: Path = Field(default=Path("data"), description="where jobs, inputs and outputs are kept")

@@ -1,8 +1,10 @@
 """N concurrent clients through the HTTP API of a real `serve` process, against the bare engine.
 
 Each client submits its jobs one after another through the native API and waits for each
-(`?wait=`); latency is submit to result. The server's overhead per job is the median latency with
-one client minus the bare engine's median time for the same request, measured in this process. With
+(`?wait=`); latency is submit to result. The server's overhead per job comes from pairs: the same
+request run on a bare engine in this process, then at once through the server, again and again; the
+overhead is the median of each pair's difference, so that a shared machine's drift (which moved the
+bare engine's own time by 2x between runs here) falls on both halves of a pair alike. With
 one client, each latency is also split by the job's own timestamps: submit to queued, queued to
 started (waiting for a worker), started to completed (generating, encoding, storing), completed to
 the response in the client's hands.
@@ -70,7 +72,6 @@ def _phases(sent: float, received: float, job: dict[str, Any]) -> tuple[float, .
     return created - sent, started - created, completed - started, received - completed
 
 
-
 def _load(
     url: str, body: dict[str, Any], clients: int, jobs: int, phases: list[tuple[float, ...]] | None = None
 ) -> tuple[list[float], float]:
@@ -106,7 +107,9 @@ def _percentile(values: list[float], q: float) -> float:
 
 def run(model: str, size: int, steps: int, clients: list[int], jobs: int, max_batch: int) -> dict[str, Any]:
     body = {"prompt": "a moss covered astronaut", "width": size, "height": size, "steps": steps, "seed": 1}
-    bare = _bare_engine_seconds(model, body)
+    engine = Engine.create(model, "cpu")
+    request = GenerationRequest.model_validate({**body, "model": model})
+    engine.run(request)  # warm up
     rows = []
     split: list[tuple[float, ...]] = []
     with tempfile.TemporaryDirectory() as data_dir:
@@ -124,10 +127,10 @@ def run(model: str, size: int, steps: int, clients: list[int], jobs: int, max_ba
                         "p99_s": round(_percentile(latencies, 0.99), 4),
                     }
                 )
+            bare, through_server = _pairs(url, body, engine, request, max(jobs, 8))
         finally:
             process.terminate()
             process.wait(timeout=120)
-    single = next((r for r in rows if r["clients"] == 1), rows[0])
     return {
         "benchmark": "server",
         "model": model,
@@ -137,8 +140,10 @@ def run(model: str, size: int, steps: int, clients: list[int], jobs: int, max_ba
         "size": size,
         "steps": steps,
         "max_batch": max_batch,
-        "engine_s_per_job": round(bare, 4),
-        "server_overhead_s_per_job": round(single["p50_s"] - bare, 4),
+        "engine_s_per_job": round(statistics.median(bare), 4),
+        "server_overhead_s_per_job": round(
+            statistics.median(s - b for s, b in zip(through_server, bare, strict=True)), 4
+        ),
         "one_client_phases_p50": {
             name: round(statistics.median(job[i] for job in split), 4) for i, name in enumerate(_PHASES)
         }
@@ -148,24 +153,29 @@ def run(model: str, size: int, steps: int, clients: list[int], jobs: int, max_ba
     }
 
 
-def _bare_engine_seconds(model: str, body: dict[str, Any]) -> float:
-    """The median time of the same request run straight on an engine in this process."""
-    engine = Engine.create(model, "cpu")
-    request = GenerationRequest.model_validate({**body, "model": model})
-    engine.run(request)  # warm up
-    times = []
-    for _ in range(3):
-        start = time.perf_counter()
-        engine.run(request)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _pairs(
+    url: str, body: dict[str, Any], engine: Engine, request: GenerationRequest, count: int
+) -> tuple[list[float], list[float]]:
+    """Seconds for the request on the bare engine and, right after, through the server; count times."""
+    bare, through_server = [], []
+    with httpx.Client(base_url=url, timeout=600) as http:
+        for _ in range(count):
+            start = time.perf_counter()
+            engine.run(request)
+            bare.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            job = http.post("/v1/jobs?wait=600", json=body).json()
+            through_server.append(time.perf_counter() - start)
+            if job.get("state") != "succeeded":
+                raise RuntimeError(f"a benchmark job did not succeed: {job}")
+    return bare, through_server
 
 
 def table(result: dict[str, Any]) -> str:
     lines = [
         f"server benchmark: {result['model']} at {result['size']}², {result['steps']} steps, max batch "
         f"{result['max_batch']}; bare engine {result['engine_s_per_job']:.3f} s/job, server adds "
-        f"{result['server_overhead_s_per_job'] * 1000:.0f} ms/job (p50 with one client)",
+        f"{result['server_overhead_s_per_job'] * 1000:.0f} ms/job (median of paired runs)",
         f"{'clients':>8} {'jobs':>5} {'jobs/s':>8} {'p50 s':>8} {'p99 s':>8}",
     ]
     for r in result["rows"]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Literal
 
 import typer
 
@@ -23,6 +24,17 @@ def _numbers(text: str) -> list[int]:
 def engine(
     model: Annotated[str, typer.Option(help="model id; tiny on a CPU, random-2.2 on a GPU")] = "tiny",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N")] = "cpu",
+    dtype: Annotated[str, typer.Option(help="auto (fp16 on CUDA, fp32 on CPU), fp16, bf16, fp32; both sides")] = "auto",
+    compile_: Annotated[
+        Literal["off", "unet", "all"],
+        typer.Option("--compile", help="torch.compile our UNet (unet) and MoVQ decoder (all); diffusers stays eager"),
+    ] = "off",
+    channels_last: Annotated[
+        bool, typer.Option("--channels-last", help="channels_last weights for ours; diffusers stays contiguous")
+    ] = False,
+    compile_cache: Annotated[
+        Path | None, typer.Option(help="inductor cache folder (default: torch's, under /tmp)")
+    ] = None,
     sizes: Annotated[str, typer.Option(help="square sizes, comma-separated")] = "512,1024",
     batches: Annotated[str, typer.Option(help="images per request, comma-separated")] = "1,4",
     steps: Annotated[int, typer.Option(help="decoder steps")] = 25,
@@ -30,11 +42,14 @@ def engine(
     repeats: Annotated[int, typer.Option(help="timed runs per side (the median is reported)")] = 3,
     json_out: Annotated[bool, typer.Option("--json", help="also print one JSON object as the last line")] = False,
 ) -> None:
-    """Seconds per image, images per second and peak memory: ours and plain diffusers, same run."""
+    """Seconds per image, images per second, peak memory and (on CUDA) MFU: ours, with the speed options
+    asked for, against plain eager diffusers, same run."""
     from kandinsky_serve.bench.engine import as_json, run, table
+    from kandinsky_serve.engine.speed import EngineOptions
 
+    options = EngineOptions(compile_, channels_last, compile_cache)
     try:
-        result = run(model, device, _numbers(sizes), _numbers(batches), steps, prior_steps, repeats)
+        result = run(model, device, _numbers(sizes), _numbers(batches), steps, prior_steps, repeats, dtype, options)
     except ServeError as error:
         raise fail(error) from None
     typer.echo(table(result))
@@ -58,6 +73,36 @@ def server(
     from kandinsky_serve.bench.server import run, table
 
     result = run(model, size, steps, _numbers(clients), jobs, max_batch)
+    typer.echo(table(result))
+    if json_out:
+        typer.echo(json.dumps(result))
+
+
+@bench_app.command("decode")
+def decode(
+    model: Annotated[str, typer.Option(help="model id whose MoVQ decodes; random-2.2 is the full size")] = "tiny",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N")] = "cpu",
+    dtype: Annotated[str, typer.Option(help="auto, fp16, bf16, fp32")] = "auto",
+    sizes: Annotated[str, typer.Option(help="square image sizes, comma-separated")] = "1024,2048",
+    batch: Annotated[int, typer.Option(help="images decoded at once")] = 1,
+    tile: Annotated[int, typer.Option(help="most latent pixels a tile has a side")] = 96,
+    overlap: Annotated[int, typer.Option(help="latent pixels neighbouring tiles share")] = 24,
+    whole_up_to: Annotated[
+        int | None, typer.Option(help="skip whole (untiled) decodes above this size; they may not fit")
+    ] = None,
+    threads: Annotated[int | None, typer.Option(help="torch threads for each decode")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    json_out: Annotated[bool, typer.Option("--json", help="also print one JSON object as the last line")] = False,
+) -> None:
+    """MoVQ decode, whole and in tiles: peak memory, seconds, and how far apart the pictures are."""
+    import json
+
+    from kandinsky_serve.bench.decode import run, table
+
+    try:
+        result = run(model, device, dtype, tuple(_numbers(sizes)), batch, tile, overlap, whole_up_to, seed, threads)
+    except ServeError as error:
+        raise fail(error) from None
     typer.echo(table(result))
     if json_out:
         typer.echo(json.dumps(result))

@@ -160,9 +160,15 @@ def generate(
             _generate_remote(request, server, api_key, output, out_format)
             return
         from kandinsky_serve.engine.engine import Engine  # torch and diffusers load only when needed
+        from kandinsky_serve.engine.speed import EngineOptions
 
         typer.echo(f"loading {request.model} ...", err=True)
-        engine = Engine.create(request.model or settings.model, device or settings.device, dtype or settings.dtype)
+        engine = Engine.create(
+            request.model or settings.model,
+            device or settings.device,
+            dtype or settings.dtype,
+            EngineOptions.from_settings(settings),
+        )
         typer.echo(f"model {engine.spec.id} on {engine.device} ({str(engine.dtype).removeprefix('torch.')})", err=True)
         bars = _Bars()
         try:

@@ -23,22 +23,29 @@ from kandinsky_serve.engine.registry import ModelSpec, resolve_model
 from kandinsky_serve.engine.result import GenerationResult
 from kandinsky_serve.engine.run import CancelCheck, ProgressCallback, Run
 from kandinsky_serve.engine.sources import DecoderTextParts, Family, UNetKind
+from kandinsky_serve.engine.speed import EngineOptions
 
 __all__ = ["CancelCheck", "Engine", "GenerationResult", "ProgressCallback"]
 
 
 class Engine:
-    def __init__(self, spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(
+        self, spec: ModelSpec, device: torch.device, dtype: torch.dtype, options: EngineOptions | None = None
+    ) -> None:
         self.spec = spec
         self.family = spec.family
         self.device = device
         self.dtype = dtype
+        self.options = options or EngineOptions()
+        self.options.apply_process_wide()
         self._source = spec.make_source()
         self._unets: dict[UNetKind, Any] = {}
         self._decoder_text: DecoderTextParts | None = None
         self.prior = PriorRunner(self._source.load_prior(device, dtype), device, dtype)
-        self.movq = self._source.load_movq(device, dtype)
-        self._unets[UNetKind.TEXT2IMG] = self._source.load_unet(UNetKind.TEXT2IMG, device, dtype)
+        self.movq = self.options.prepare_movq(self._source.load_movq(device, dtype))
+        self._unets[UNetKind.TEXT2IMG] = self.options.prepare_unet(
+            self._source.load_unet(UNetKind.TEXT2IMG, device, dtype)
+        )
         if self.family is Family.K21:
             self._decoder_text = self._source.load_decoder_text(device, dtype)
         self.scheduler_config = self._source.decoder_scheduler_config()
@@ -49,14 +56,17 @@ class Engine:
         self.previewer = Previewer(self.movq, movq_scale)
 
     @classmethod
-    def create(cls, model: str, device: str = "auto", dtype: str = "auto") -> Engine:
+    def create(
+        cls, model: str, device: str = "auto", dtype: str = "auto", options: EngineOptions | None = None
+    ) -> Engine:
         torch_device = resolve_device(device)
-        return cls(resolve_model(model), torch_device, resolve_dtype(dtype, torch_device))
+        return cls(resolve_model(model), torch_device, resolve_dtype(dtype, torch_device), options)
 
     def unet(self, kind: UNetKind) -> Any:
         if kind not in self._unets:
             unet = self._source.load_unet(kind, self.device, self.dtype)
-            self._unets[kind] = memoize_hint(unet) if kind is UNetKind.CONTROLNET else unet
+            # the hint memo goes in first, so compiling sees (and leaves eager) the memo, not the bare block
+            self._unets[kind] = self.options.prepare_unet(memoize_hint(unet) if kind is UNetKind.CONTROLNET else unet)
         return self._unets[kind]
 
     def run(

@@ -33,8 +33,9 @@ def run_worker(settings: Settings, worker_id: str, device: str, emit: Emit, list
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # until the model is loaded, just stop
     try:
         from kandinsky_serve.engine.engine import Engine
+        from kandinsky_serve.engine.speed import EngineOptions
 
-        engine = Engine.create(settings.model, device, settings.dtype)
+        engine = Engine.create(settings.model, device, settings.dtype, EngineOptions.from_settings(settings))
     except ServeError as error:
         emit(StateChanged(WorkerState.DEFUNCT, device, error.message))
         sys.exit(FATAL_EXIT)
