@@ -146,7 +146,7 @@ def test_an_engine_run_above_its_tiling_threshold_is_the_right_size_and_close_to
     )
     whole = engine22.run(request).pixels
     # 320x192 is 40x24 latents: two tiles of 23x24
-    monkeypatch.setattr(engine22, "decode_tiling", DecodeTiling(above=64, tile=24, overlap=6), raising=False)
+    monkeypatch.setattr(engine22, "decode_tiling", DecodeTiling(above=64, tile=24, overlap=6))
     tiled = engine22.run(request).pixels
     assert tiled.shape == whole.shape == (1, 192, 320, 3)
     # The tiny model's pictures are near black-and-white noise, so the per-tile GroupNorm statistics

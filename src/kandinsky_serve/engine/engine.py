@@ -24,6 +24,7 @@ from kandinsky_serve.engine.result import GenerationResult
 from kandinsky_serve.engine.run import CancelCheck, ProgressCallback, Run
 from kandinsky_serve.engine.sources import DecoderTextParts, Family, UNetKind
 from kandinsky_serve.engine.speed import EngineOptions
+from kandinsky_serve.engine.tiling import DEFAULT_TILING, DecodeTiling
 
 __all__ = ["CancelCheck", "Engine", "GenerationResult", "ProgressCallback"]
 
@@ -54,6 +55,7 @@ class Engine:
         self.movq_scale = movq_scale
         self.size_multiple = movq_scale * unet_scale
         self.previewer = Previewer(self.movq, movq_scale)
+        self.decode_tiling: DecodeTiling = DEFAULT_TILING  # when and how the MoVQ decodes in tiles
 
     @classmethod
     def create(

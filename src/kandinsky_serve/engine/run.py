@@ -248,7 +248,7 @@ class Run:
 
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:
         """(n, 3, H, W) float32 pixels in [0, 1] at the generation size."""
-        decoded = tiling.decode(self.engine.movq, latents, tiling.tiling_of(self.engine))
+        decoded = tiling.decode(self.engine.movq, latents, self.engine.decode_tiling)
         return (decoded.float() * 0.5 + 0.5).clamp(0.0, 1.0)
 
     def _per_row(self, per_request: torch.Tensor) -> torch.Tensor:

@@ -44,12 +44,6 @@ def should_tile(latent_height: int, latent_width: int, tiling: DecodeTiling = DE
     return latent_height * latent_width > tiling.above
 
 
-def tiling_of(engine: object) -> DecodeTiling:
-    """The engine's own policy when it carries one (`decode_tiling`), else the default."""
-    tiling = getattr(engine, "decode_tiling", None)
-    return tiling if isinstance(tiling, DecodeTiling) else DEFAULT_TILING
-
-
 def spans(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
     """[start, end) of the tiles along one axis: as few as cover it with `overlap`, all the same size
     and spread evenly, so no tile is a thin sliver (a sliver's GroupNorm statistics would be off)."""
