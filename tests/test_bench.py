@@ -1,8 +1,6 @@
 """`kandinsky-serve bench`: JSON reports, the same picture as plain diffusers, and the FLOPs behind MFU."""
 
 import json
-import os
-import shutil
 
 import pytest
 from typer.testing import CliRunner
@@ -10,6 +8,7 @@ from typer.testing import CliRunner
 from kandinsky_serve.bench.flops import FlopCounter, peak_flops, utilisation
 from kandinsky_serve.cli import app
 from kandinsky_serve.engine.engine import Engine
+from tests.compiler import needs_compiler
 
 
 def test_bench_engine_reports_both_sides_and_matches_diffusers():
@@ -58,7 +57,7 @@ def test_bench_engine_takes_the_dtype_and_speed_flags_and_reports_them():
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None, reason="inductor needs a C++ compiler (g++)")
+@needs_compiler
 def test_bench_engine_compiled_ours_still_draws_the_plain_diffusers_picture():
     report = bench_engine("--compile", "unet", "--channels-last")
     assert (report["compile"], report["channels_last"]) == ("unet", True)

@@ -6,7 +6,6 @@ kernels in torch's cache folder (under /tmp), so later runs of these tests take 
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,14 +20,10 @@ from kandinsky_serve.engine.engine import Engine
 from kandinsky_serve.engine.sources import UNetKind
 from kandinsky_serve.engine.speed import EngineOptions
 from kandinsky_serve.settings import Settings
+from tests.compiler import needs_compiler
 
 FAST = {"width": 64, "height": 64, "steps": 4, "prior_steps": 2}
 TOLERANCE = 1e-3  # pixels in [0, 1]: a quarter of an 8-bit level, far below any real difference
-
-needs_compiler = pytest.mark.skipif(
-    shutil.which(os.environ.get("CXX", "g++")) is None,
-    reason="torch.compile on a CPU (inductor) builds C++ kernels and this machine has no C++ compiler (g++ or $CXX)",
-)
 
 
 def make(**fields) -> GenerationRequest:

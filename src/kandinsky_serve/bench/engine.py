@@ -59,17 +59,9 @@ class Row:
 
 
 def _diffusers_pipes(engine: Engine) -> tuple[Any, Any]:
-    from diffusers import DDPMScheduler, KandinskyV22Pipeline, KandinskyV22PriorPipeline, UnCLIPScheduler
+    from diffusers import DDPMScheduler, KandinskyV22Pipeline
 
-    parts = engine.prior.parts
-    prior = KandinskyV22PriorPipeline(
-        prior=parts.prior,
-        image_encoder=parts.image_encoder,
-        text_encoder=parts.text_encoder,
-        tokenizer=parts.tokenizer,
-        scheduler=UnCLIPScheduler.from_config(parts.scheduler_config),
-        image_processor=parts.image_processor,
-    )
+    prior = engine.prior.parts.diffusers_pipeline(engine.family)
     decoder = KandinskyV22Pipeline(
         unet=engine.unet(UNetKind.TEXT2IMG),
         scheduler=DDPMScheduler.from_config(engine.scheduler_config),

@@ -24,7 +24,7 @@ from kandinsky_serve.engine.result import GenerationResult
 from kandinsky_serve.engine.run import CancelCheck, ProgressCallback, Run
 from kandinsky_serve.engine.sources import DecoderTextParts, Family, UNetKind
 from kandinsky_serve.engine.speed import EngineOptions
-from kandinsky_serve.engine.tiling import DEFAULT_TILING, DecodeTiling
+from kandinsky_serve.engine.tiling import DEFAULT_TILING, DecodeTiling, is_out_of_memory
 
 __all__ = ["CancelCheck", "Engine", "GenerationResult", "ProgressCallback"]
 
@@ -107,13 +107,8 @@ class Engine:
     def _out_of_memory_guard(self, requests: Sequence[GenerationRequest]) -> Iterator[None]:
         try:
             yield
-        except (torch.OutOfMemoryError, RuntimeError) as exc:
-            text = str(exc)
-            if (
-                not isinstance(exc, torch.OutOfMemoryError)
-                and "out of memory" not in text.lower()
-                and ("can't allocate memory" not in text)
-            ):
+        except RuntimeError as exc:  # torch.OutOfMemoryError is one
+            if not is_out_of_memory(exc):
                 raise
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()

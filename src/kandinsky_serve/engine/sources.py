@@ -36,6 +36,20 @@ class PriorParts:
     image_processor: Any  # transformers CLIPImageProcessor
     scheduler_config: dict[str, Any]  # UnCLIPScheduler
 
+    def diffusers_pipeline(self, family: Family) -> Any:
+        """These parts as diffusers' own prior pipeline (to save a model folder, or to compare with)."""
+        from diffusers import KandinskyPriorPipeline, KandinskyV22PriorPipeline, UnCLIPScheduler
+
+        pipeline = KandinskyV22PriorPipeline if family is Family.K22 else KandinskyPriorPipeline
+        return pipeline(
+            prior=self.prior,
+            image_encoder=self.image_encoder,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
+            scheduler=UnCLIPScheduler.from_config(self.scheduler_config),
+            image_processor=self.image_processor,
+        )
+
 
 @dataclass
 class DecoderTextParts:

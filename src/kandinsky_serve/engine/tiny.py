@@ -205,27 +205,15 @@ def save_tiny_folder(family: Family, root: Path) -> Path:
         DDPMScheduler,
         KandinskyInpaintPipeline,
         KandinskyPipeline,
-        KandinskyPriorPipeline,
         KandinskyV22ControlnetPipeline,
         KandinskyV22InpaintPipeline,
         KandinskyV22Pipeline,
-        KandinskyV22PriorPipeline,
-        UnCLIPScheduler,
     )
 
     source = TinySource(family)
     cpu, fp32 = torch.device("cpu"), torch.float32
     repos = REPOS[family]
-    prior = source.load_prior(cpu, fp32)
-    prior_class = KandinskyV22PriorPipeline if family is Family.K22 else KandinskyPriorPipeline
-    prior_class(
-        prior=prior.prior,
-        image_encoder=prior.image_encoder,
-        text_encoder=prior.text_encoder,
-        tokenizer=prior.tokenizer,
-        scheduler=UnCLIPScheduler.from_config(prior.scheduler_config),
-        image_processor=prior.image_processor,
-    ).save_pretrained(root / repo_folder(repos.prior))
+    source.load_prior(cpu, fp32).diffusers_pipeline(family).save_pretrained(root / repo_folder(repos.prior))
 
     scheduler_class = DDPMScheduler if family is Family.K22 else DDIMScheduler
     decoder: dict[str, Any] = {
