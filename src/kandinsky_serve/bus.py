@@ -100,7 +100,7 @@ class RedisBus:
     def listen(self, channel: str, handle: Callable[[dict[str, Any]], None], stop: threading.Event) -> None:
         """Calls handle with each message on the channel until stop is set, resubscribing after errors."""
         while not stop.is_set():
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
                 pubsub.subscribe(channel)
                 while not stop.is_set():
