@@ -15,6 +15,7 @@ from kandinsky_serve.blobs import BlobStore, LocalBlobStore
 from kandinsky_serve.blobs.redis import RedisBlobStore
 from kandinsky_serve.domain.job import Job, Output, utcnow
 from kandinsky_serve.store import JobStore, SqliteJobStore
+from kandinsky_serve.store.codec import without_inputs
 from kandinsky_serve.store.redis import RedisJobStore
 
 JOB_BACKENDS = ["sqlite", "redis"]
@@ -71,3 +72,24 @@ def ids(jobs: Iterable[Job]) -> list[str]:
 def lease_one(store: JobStore, worker: str = W1, lease_seconds: float = LEASE) -> Job:
     (job,) = store.lease(worker, max_batch=1, lease_seconds=lease_seconds)
     return job
+
+
+def as_read(job: Job) -> Job:
+    """The job as reads (get, list_jobs, cancel) return it: its request without input images."""
+    return job.model_copy(update={"request": without_inputs(job.request)})
+
+
+def image_bytes_in(job: Job) -> list[bytes]:
+    """Every input image a job's request carries."""
+    request = job.request
+    found = [request.image, request.mask, request.hint, *(item.image for item in request.fuse)]
+    return [data for data in found if data is not None]
+
+
+def inputs_kept(store: JobStore, job_id: str) -> bool:
+    """Whether the backend still holds the job's input images in the place only lease() reads."""
+    if isinstance(store, SqliteJobStore):
+        return store._connection().execute("SELECT 1 FROM inputs WHERE job_id = ?", (job_id,)).fetchone() is not None
+    if isinstance(store, RedisJobStore):
+        return bool(store._redis.exists(f"{store._p}inp:{job_id}"))
+    raise TypeError(f"no inputs probe for {type(store).__name__}")

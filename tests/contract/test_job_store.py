@@ -8,27 +8,61 @@ from datetime import timedelta
 
 import pytest
 
+import kandinsky_serve.domain.request as request_module
 from kandinsky_serve.domain.errors import ErrorCode, ServeError
 from kandinsky_serve.domain.job import JobEvent, JobState
 from kandinsky_serve.domain.request import FuseItem, Task
 
-from . import LEASE, W1, W2, ids, lease_one, output
+from . import LEASE, W1, W2, as_read, ids, image_bytes_in, inputs_kept, lease_one, output
 
 # -- enqueue and get --------------------------------------------------------------------------
 
 
-def test_a_job_with_input_images_round_trips(store, make_job, photo, mask):
+def test_a_job_is_read_without_its_input_images_and_leased_with_them(store, make_job, photo, mask):
     job = make_job(task="inpaint", image=photo, mask=mask, seed=7, meta={"version": "abc", "webhook": None})
     assert store.enqueue(job) == job
     stored = store.get(job.id)
-    assert stored == job
-    assert stored.request.image == photo and stored.request.mask == mask
+    assert stored == as_read(job)
+    assert image_bytes_in(stored) == [] and stored.request.task is Task.INPAINT and stored.request.seed == 7
+    assert store.list_jobs("alice").jobs == [stored]
+
+    leased = lease_one(store)
+    assert leased.request == job.request
+    assert leased.request.image == photo and leased.request.mask == mask  # byte for byte
+    assert store.get(job.id).request == stored.request  # the lease read them; the job still reads without
 
 
-def test_fuse_items_round_trip(store, make_job, photo):
+def test_fuse_items_are_read_without_images_and_leased_with_them(store, make_job, photo):
     job = make_job(task="fuse", fuse=(FuseItem(image=photo, weight=0.3), FuseItem(prompt="snow", weight=0.7)))
     store.enqueue(job)
-    assert store.get(job.id) == job
+    fuse = store.get(job.id).request.fuse
+    assert [(item.prompt, item.image, item.weight) for item in fuse] == [(None, None, 0.3), ("snow", None, 0.7)]
+    assert store.get(job.id) == as_read(job)
+    assert lease_one(store).request.fuse == job.request.fuse
+
+
+def test_reads_never_decode_input_images(store, make_job, photo, mask, depth, monkeypatch):
+    """A status read of a job with an 18 MiB input once took 50 ms and lists of such jobs gigabytes:
+    every read parsed the request whole, base64 and image decoding included. Only lease may."""
+    jobs = [
+        store.enqueue(make_job(task="img2img", image=photo)),
+        store.enqueue(make_job(task="inpaint", image=photo, mask=mask)),
+        store.enqueue(make_job(task="controlnet", hint=depth)),
+        store.enqueue(make_job(task="fuse", fuse=(FuseItem(image=photo), FuseItem(prompt="snow")))),
+    ]
+    decoded: list[int] = []
+    monkeypatch.setattr(request_module, "check_image_bytes", lambda data: decoded.append(len(data)))
+
+    read = [store.get(job.id) for job in jobs]
+    read += store.list_jobs("alice").jobs
+    read.append(store.enqueue(jobs[0]))  # the existing job, as stored
+    read.append(store.cancel(jobs[3].id))
+    assert decoded == []
+    assert all(image_bytes_in(job) == [] for job in read) and len(read) == 10
+
+    leased = store.lease(W1, max_batch=1, lease_seconds=LEASE)
+    assert [job.request for job in leased] == [jobs[0].request]
+    assert decoded == [len(photo)]  # the probe sees the lease decode what it returns
 
 
 def test_unknown_ids_are_absent(store):
@@ -241,7 +275,9 @@ def test_expire_removes_inputs_and_outputs_of_old_finished_jobs(store, make_job,
     lease_one(store, W1)
     store.complete(recent.id, W1, [output(recent.id)])
 
+    assert all(inputs_kept(store, job.id) for job in (old, fused, recent, waiting))
     assert sorted(store.expire(cutoff)) == sorted([output(old.id, 0).key, output(old.id, 1).key])
+    assert not inputs_kept(store, old.id) and not inputs_kept(store, fused.id)
     stripped = store.get(old.id)
     assert stripped.data_removed and stripped.outputs == []
     assert stripped.request.image is None and stripped.request.mask is None
@@ -249,12 +285,15 @@ def test_expire_removes_inputs_and_outputs_of_old_finished_jobs(store, make_job,
     assert stripped.state is JobState.SUCCEEDED
     fuse = store.get(fused.id).request.fuse
     assert [(item.prompt, item.image, item.weight) for item in fuse] == [(None, None, 0.4), ("snow", None, 1.0)]
-    assert store.get(recent.id).request.image == photo and not store.get(recent.id).data_removed
-    assert store.get(waiting.id) == waiting
+    assert inputs_kept(store, recent.id) and not store.get(recent.id).data_removed
+    assert store.get(waiting.id) == as_read(waiting)
 
     assert store.expire(cutoff) == []  # once only
     assert store.expire(clock.now + timedelta(days=1)) == [output(recent.id).key]
-    assert store.get(waiting.id) == waiting  # never a job that has not finished
+    assert not inputs_kept(store, recent.id)
+    assert store.get(waiting.id) == as_read(waiting)  # never a job that has not finished
+    assert inputs_kept(store, waiting.id)
+    assert lease_one(store).request.image == photo
 
 
 def test_expire_includes_jobs_canceled_while_queued(store, make_job, clock, photo):
@@ -264,6 +303,7 @@ def test_expire_includes_jobs_canceled_while_queued(store, make_job, clock, phot
     clock.advance(1)
     assert store.expire(clock.now) == []
     assert store.get(job.id).data_removed and store.get(job.id).request.image is None
+    assert not inputs_kept(store, job.id)
 
 
 # -- counts and durability --------------------------------------------------------------------

@@ -20,7 +20,7 @@ def test_sqlite_runs_in_wal_with_normal_sync_between_durable_writes(tmp_path):
             "journal_mode": "wal",
             "synchronous": "normal",
             "busy_timeout_ms": 5000,
-            "schema_version": 1,
+            "schema_version": 2,
         }
 
 
@@ -59,7 +59,7 @@ def test_sqlite_waits_for_another_writer_instead_of_failing(tmp_path, make_job):
 
 
 def test_sqlite_rolls_back_a_write_that_fails_halfway(tmp_path, make_job, monkeypatch):
-    import kandinsky_serve.store.sqlite as module
+    import kandinsky_serve.store.sqlite_rows as module
 
     store = SqliteJobStore(tmp_path / "jobs.db")
     job = make_job()
@@ -68,7 +68,7 @@ def test_sqlite_rolls_back_a_write_that_fails_halfway(tmp_path, make_job, monkey
         raise OSError("disk on fire")
 
     with monkeypatch.context() as patch:
-        patch.setattr(module, "_save", broken_save)
+        patch.setattr(module, "save", broken_save)
         with pytest.raises(OSError, match="disk on fire"):
             store.enqueue(job)
     assert store.get(job.id) is None  # the row inserted before the failure was rolled back

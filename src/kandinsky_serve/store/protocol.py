@@ -4,6 +4,11 @@ Leases: a worker that takes jobs holds them until `lease_expires`; it extends th
 `heartbeat` while it works, so a long job is never taken from a live worker, and `reclaim` gives
 the jobs of a dead worker back to the queue (or fails them after `max_attempts`). Only the worker
 that holds a lease can finish the job, so a job is finished once even when two workers ran it.
+
+Input images: only `lease` returns a job's request whole. Every other read (get, list_jobs, cancel,
+reclaim, the job an enqueue of an existing id returns) gives it without its images (image, mask,
+hint None; a fuse item that was an image has neither prompt nor image, as after expiry), and never
+loads them, so a status read of a job with an 18 MiB input costs what a text job's does.
 """
 
 from __future__ import annotations
@@ -61,7 +66,8 @@ class JobStore(Protocol):
     def enqueue(self, job: Job, admission: Admission | None = None) -> Job:
         """Stores a new QUEUED job (created_at, state and attempts as given) and returns it. With an
         admission, refuses with ServeError insufficient_credits, rate_limited (too many active jobs of
-        the owner) or overloaded (queue full) instead, atomically with the insert."""
+        the owner) or overloaded (queue full) instead, atomically with the insert. An id that exists
+        changes nothing: the stored job is returned, as get() returns it."""
         ...
 
     def spent(self, owner: str) -> float:
@@ -69,16 +75,19 @@ class JobStore(Protocol):
         is canceled costs nothing."""
         ...
 
-    def get(self, job_id: str) -> Job | None: ...
+    def get(self, job_id: str) -> Job | None:
+        """The job, its request without input images."""
+        ...
 
     def list_jobs(self, owner: str, *, limit: int = 100, cursor: str | None = None) -> JobPage:
-        """The owner's jobs, newest first, `limit` at a time."""
+        """The owner's jobs, newest first, `limit` at a time, as get() returns them."""
         ...
 
     def lease(self, worker: str, *, max_batch: int, lease_seconds: float) -> list[Job]:
         """Claims the oldest QUEUED job and up to max_batch - 1 more QUEUED jobs with the same batch_key
         (oldest first) for `worker`: RUNNING, attempts + 1, started_at set if unset, leased until now +
-        lease_seconds. Atomic: no job is handed to two workers. [] when nothing is queued."""
+        lease_seconds. Atomic: no job is handed to two workers. [] when nothing is queued. The one read
+        that returns the requests whole, input images included."""
         ...
 
     def heartbeat(self, worker: str, job_ids: Sequence[str], lease_seconds: float) -> Heartbeat:
@@ -103,7 +112,8 @@ class JobStore(Protocol):
 
     def cancel(self, job_id: str) -> Job | None:
         """QUEUED -> CANCELED at once; RUNNING: cancel_requested set, the worker stops it at its next
-        step; terminal: unchanged. The job after the change; None if there is no such job."""
+        step; terminal: unchanged. The job after the change, as get() returns it; None if there is
+        no such job."""
         ...
 
     def add_events(self, job_id: str, events: Sequence[JobEvent]) -> None:
@@ -120,8 +130,9 @@ class JobStore(Protocol):
         ...
 
     def expire(self, completed_before: datetime) -> list[str]:
-        """Terminal jobs completed before the time whose data is still kept: input images are dropped
-        from the request, outputs cleared, data_removed set. Returns the blob keys to delete."""
+        """Terminal jobs completed before the time whose data is still kept: input images are deleted
+        (lease could not return them any more), outputs cleared, data_removed set. Returns the blob
+        keys to delete."""
         ...
 
     def counts(self) -> dict[JobState, int]:

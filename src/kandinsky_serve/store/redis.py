@@ -1,8 +1,9 @@
 """RedisJobStore: the JobStore that API nodes and GPU workers on several machines share.
 
-Each job is a hash (layout in redis_scripts.py): its JSON as enqueued, in the codec format SQLite
-uses too, and beside it the fields its life changes (state, attempts, times, outputs, error, flags,
-lease holder). Reading a job overlays those fields on the JSON.
+Each job is a hash (layout in redis_scripts.py, records in redis_records.py): its JSON as enqueued,
+in the codec format SQLite uses too, and beside it the fields its life changes (state, attempts,
+times, outputs, error, flags, lease holder). Reading a job overlays those fields on the JSON. Its
+request is apart, without input images; the images are in a key of their own that only lease reads.
 
 Atomicity comes in two kinds. Choosing work (lease) and admitting it (enqueue) are Lua scripts that
 decide and write in one step. Every other change is decided in Python, with the same code as SQLite
@@ -18,20 +19,18 @@ about the year 2255), taken from the store's clock: the machines must keep their
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 import redis
-from pydantic import TypeAdapter
 
 from kandinsky_serve.domain.errors import ErrorCode, ServeError, invalid
 from kandinsky_serve.domain.job import Job, JobEvent, JobState, Output, utcnow
 from kandinsky_serve.store import redis_scripts as scripts
-from kandinsky_serve.store.codec import job_json, load_job, load_request, strip_request
+from kandinsky_serve.store.codec import job_json, split_request, strip_request
 from kandinsky_serve.store.protocol import (
     Admission,
     Heartbeat,
@@ -40,6 +39,7 @@ from kandinsky_serve.store.protocol import (
     queue_full,
     too_many_in_flight,
 )
+from kandinsky_serve.store.redis_records import live_fields, micros, pairs, read_job, whole_job
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +48,6 @@ SOCKET_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 5.0
 _CAS_TRIES = 100  # a job changes a handful of times in its life; more conflicts than this is a bug
 _EXPIRE_CHUNK = 100
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_OUTPUTS = TypeAdapter(list[Output])
 
 
 def connect(url: str, *, decode_responses: bool) -> redis.Redis:
@@ -131,17 +129,18 @@ class RedisJobStore:
 
     def enqueue(self, job: Job, admission: Admission | None = None) -> Job:
         """Stores the job as given. Enqueueing an id that exists changes nothing and returns the stored
-        job, so a retried enqueue is harmless."""
+        job (as get() does, without its input images), so a retried enqueue is harmless."""
         if job.state is JobState.RUNNING:
             raise ValueError("a job cannot be enqueued as running: no worker holds a lease on it")
         limits = admission or Admission()
+        request, inputs = split_request(job.request)
         fields = {
             "job": job_json(job),
             "owner": job.owner,
             "batch": job.batch_key,
-            "created": str(_micros(job.created_at)),
+            "created": str(micros(job.created_at)),
             "price": repr(job.price),
-            **_live_fields(job),
+            **live_fields(job),
         }
         reply = _any(
             self._enqueue(
@@ -149,7 +148,8 @@ class RedisJobStore:
                     self._p,
                     job.id,
                     job.state.value,
-                    job.request.model_dump_json(),
+                    request,
+                    inputs or "",
                     _limit(limits.budget),
                     _limit(limits.max_active),
                     _limit(limits.max_queued),
@@ -169,12 +169,13 @@ class RedisJobStore:
         return float(_any(self._redis.hget(f"{self._p}spent", owner)) or 0)
 
     def get(self, job_id: str) -> Job | None:
+        """Without the request's input images, which only lease() reads."""
         record = self._record(job_id, with_request=True)
         return None if record is None else record.job
 
     def list_jobs(self, owner: str, *, limit: int = 100, cursor: str | None = None) -> JobPage:
         """The cursor is the id of the last job of the previous page; one that is not among the owner's
-        jobs is refused with an invalid_input ServeError."""
+        jobs is refused with an invalid_input ServeError. Jobs as get() returns them."""
         if limit < 1:
             raise ValueError(f"limit must be at least 1, not {limit}")
         found = _any(self._list(args=[self._p, owner, limit, cursor or ""]))
@@ -185,23 +186,24 @@ class RedisJobStore:
             pipe.hgetall(self._job_key(job_id))
             pipe.get(f"{self._p}req:{job_id}")
         replies = pipe.execute()
-        jobs = [_job(replies[i], replies[i + 1]) for i in range(0, len(replies), 2)]
+        jobs = [read_job(replies[i], replies[i + 1]) for i in range(0, len(replies), 2)]
         return JobPage(jobs=jobs, next_cursor=jobs[-1].id if len(found) > limit else None)
 
     def lease(self, worker: str, *, max_batch: int, lease_seconds: float) -> list[Job]:
+        """The jobs with their input images: the one read that loads them."""
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {max_batch}")
         now = self._clock()
-        expires = _micros(now + timedelta(seconds=lease_seconds))
-        reply = _any(self._lease(args=[self._p, worker, max_batch, _micros(now), expires]))
-        return [_job(_pairs(reply[i]), reply[i + 1]) for i in range(0, len(reply), 2)]
+        expires = micros(now + timedelta(seconds=lease_seconds))
+        reply = _any(self._lease(args=[self._p, worker, max_batch, micros(now), expires]))
+        return [whole_job(pairs(reply[i]), reply[i + 1]) for i in range(0, len(reply), 2)]
 
     def heartbeat(self, worker: str, job_ids: Sequence[str], lease_seconds: float) -> Heartbeat:
         """A worker holds a job while it is RUNNING under its name, even past its lease until reclaim()
         takes it back, so a late heartbeat still saves a job nobody has taken."""
         if not job_ids:
             return Heartbeat()
-        expires = _micros(self._clock() + timedelta(seconds=lease_seconds))
+        expires = micros(self._clock() + timedelta(seconds=lease_seconds))
         held, cancel = _any(self._heartbeat(args=[self._p, worker, expires, *job_ids]))
         return Heartbeat(held=set(held), cancel_requested=set(cancel))
 
@@ -260,7 +262,7 @@ class RedisJobStore:
         """A job whose cancel was requested becomes CANCELED rather than running again."""
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, not {max_attempts}")
-        now = _micros(self._clock())
+        now = micros(self._clock())
 
         def decide(record: _Record) -> _Change | None:
             job = record.job
@@ -285,10 +287,10 @@ class RedisJobStore:
                 if (job := self._change(job_id, decide, with_request=True)) is not None:
                     changed.append(job)
             if len(chunk) < _EXPIRE_CHUNK:
-                return sorted(changed, key=lambda job: (_micros(job.created_at), job.id))
+                return sorted(changed, key=lambda job: (micros(job.created_at), job.id))
 
     def expire(self, completed_before: datetime) -> list[str]:
-        cutoff = _micros(completed_before)
+        cutoff = micros(completed_before)
         keys: list[str] = []
         removed: list[Output] = []  # the outputs of the job being stripped, as last read
 
@@ -298,6 +300,8 @@ class RedisJobStore:
                 return None
             removed[:] = job.outputs
             stripped = job.model_copy(update={"outputs": [], "data_removed": True})
+            # APPLY deletes the inputs of a job whose data is removed; p:req is rewritten for a record
+            # stored whole before p:inp existed
             return _Change(stripped, request=strip_request(record.request))
 
         while True:
@@ -344,7 +348,7 @@ class RedisJobStore:
                 return None
             job = change.job
             args = [self._p, job_id, record.version, job.state.value, change.worker, change.lease, change.request]
-            fields = [item for pair in _live_fields(job).items() for item in pair]
+            fields = [item for pair in live_fields(job).items() for item in pair]
             if _any(self._apply(args=[*args, *fields])) == 1:
                 return job
         raise RuntimeError(f"job {job_id} kept changing while the store tried to change it")
@@ -358,44 +362,11 @@ class RedisJobStore:
         if not fields:
             return None
         text = request[0] if request else ""
-        job = _job(fields, text if parse_request else None)
+        job = read_job(fields, text if parse_request else None)
         return _Record(job, fields["v"], fields.get("worker", ""), fields.get("lease", ""), text)
 
     def _job_key(self, job_id: str) -> str:
         return f"{self._p}job:{job_id}"
-
-
-def _live_fields(job: Job) -> dict[str, str]:
-    """The fields of a job that change after its enqueue, as the hash holds them."""
-    return {
-        "state": job.state.value,
-        "attempts": str(job.attempts),
-        "started": "" if job.started_at is None else str(_micros(job.started_at)),
-        "completed": "" if job.completed_at is None else str(_micros(job.completed_at)),
-        "error_code": json.dumps(None if job.error_code is None else job.error_code.value),
-        "error_message": json.dumps(job.error_message),
-        "outputs": _OUTPUTS.dump_json(job.outputs).decode(),
-        "cancel": str(int(job.cancel_requested)),
-        "removed": str(int(job.data_removed)),
-    }
-
-
-def _job(fields: dict[str, str], request: str | None) -> Job:
-    removed = fields["removed"] == "1"
-    job = load_job(fields["job"], None if request is None else load_request(request, data_removed=removed))
-    code = json.loads(fields["error_code"])
-    update = {
-        "state": JobState(fields["state"]),
-        "attempts": int(fields["attempts"]),
-        "started_at": _time(fields["started"]),
-        "completed_at": _time(fields["completed"]),
-        "error_code": None if code is None else ErrorCode(code),
-        "error_message": json.loads(fields["error_message"]),
-        "outputs": _OUTPUTS.validate_json(fields["outputs"]),
-        "cancel_requested": fields["cancel"] == "1",
-        "data_removed": removed,
-    }
-    return job.model_copy(update=update)
 
 
 def _refusal(reply: list[str], job: Job, admission: Admission) -> ServeError:
@@ -405,10 +376,6 @@ def _refusal(reply: list[str], job: Job, admission: Admission) -> ServeError:
     if reply[0] == "rate_limited":
         return too_many_in_flight(admission.max_active)
     return insufficient_credits(job.price, (admission.budget or 0.0) - float(reply[1]))
-
-
-def _pairs(flat: list[str]) -> dict[str, str]:
-    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _limit(value: float | None) -> str:
@@ -422,14 +389,3 @@ def _any(reply: Any) -> Any:
 
 def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def _micros(moment: datetime) -> int:
-    """Microseconds since the epoch: exact integers sort right where float seconds could tie or drift."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)  # naive times are UTC throughout kandinsky_serve
-    return (moment - _EPOCH) // timedelta(microseconds=1)
-
-
-def _time(micros: str) -> datetime | None:
-    return None if micros == "" else _EPOCH + timedelta(microseconds=int(micros))

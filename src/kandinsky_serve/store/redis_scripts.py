@@ -9,7 +9,10 @@ in one slot.
 
 Layout, for prefix p:
   p:job:<id>        HASH   the job: `job` (its JSON as enqueued, see codec.py) and its live fields
-  p:req:<id>        STRING the request JSON, apart, so that frequent changes never rewrite images
+  p:req:<id>        STRING the request JSON without its input images: what reads return (a record
+                           from before p:inp existed has them here, and no p:inp)
+  p:inp:<id>        STRING the whole request JSON, only for a job with input images: read by LEASE
+                           alone, deleted when the job's data is removed
   p:ev:<id>         LIST   event JSON; an event's seq is its position (1, 2, ...)
   p:owner:<owner>   ZSET   all the owner's job ids by created time (micros): list_jobs
   p:queued          ZSET   queued job ids by created time; ties sort by id, as (created_at, id) does
@@ -80,17 +83,18 @@ local function index_done(id, k, state)
 end
 """
 
-# ARGV: prefix, id, state, request JSON, budget, max_active, max_queued ('' = no limit), field pairs...
+# ARGV: prefix, id, state, request JSON without images, whole request JSON ('' = no images), budget,
+# max_active, max_queued ('' = no limit), field pairs...
 # Returns {'ok'}, {'exists'}, or the refusal: {'overloaded'}, {'rate_limited'}, {'insufficient_credits', spent}.
 ENQUEUE = (
     _PRELUDE
     + """
-local id, state, request = ARGV[2], ARGV[3], ARGV[4]
-local budget, max_active, max_queued = ARGV[5], ARGV[6], ARGV[7]
+local id, state, request, inputs = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local budget, max_active, max_queued = ARGV[6], ARGV[7], ARGV[8]
 local k = jk(id)
 if redis.call('EXISTS', k) == 1 then return {'exists'} end
 local fields = {}
-for i = 8, #ARGV, 2 do fields[ARGV[i]] = ARGV[i + 1] end
+for i = 9, #ARGV, 2 do fields[ARGV[i]] = ARGV[i + 1] end
 if max_queued ~= '' then
   local queued = tonumber(redis.call('HGET', p .. 'counts', 'queued') or '0')
   if queued >= tonumber(max_queued) then return {'overloaded'} end
@@ -105,8 +109,9 @@ if budget ~= '' then
     return {'insufficient_credits', spent}
   end
 end
-redis.call('HSET', k, 'v', '1', unpack(ARGV, 8))
+redis.call('HSET', k, 'v', '1', unpack(ARGV, 9))
 redis.call('SET', p .. 'req:' .. id, request)
+if inputs ~= '' then redis.call('SET', p .. 'inp:' .. id, inputs) end
 redis.call('ZADD', p .. 'owner:' .. fields.owner, fields.created, id)
 reindex(id, '', state, fields)
 index_done(id, k, state)
@@ -114,7 +119,7 @@ return {'ok'}
 """
 )
 
-# ARGV: prefix, worker, max_batch, now, lease expiry (micros). Returns HGETALL, request, HGETALL, ...
+# ARGV: prefix, worker, max_batch, now, lease expiry (micros). Returns HGETALL, whole request, HGETALL, ...
 LEASE = (
     _PRELUDE
     + """
@@ -134,7 +139,8 @@ for _, id in ipairs(ids) do
   redis.call('HINCRBY', k, 'v', 1)
   redis.call('HSET', k, 'state', 'running', 'worker', worker, 'lease', expires)
   out[#out + 1] = redis.call('HGETALL', k)
-  out[#out + 1] = redis.call('GET', p .. 'req:' .. id)
+  -- GET answers false for a missing key: a job without images, or one stored before p:inp existed
+  out[#out + 1] = redis.call('GET', p .. 'inp:' .. id) or redis.call('GET', p .. 'req:' .. id)
 end
 return out
 """
@@ -142,6 +148,7 @@ return out
 
 # ARGV: prefix, id, expected version, new state, worker, lease, new request ('' = unchanged), field pairs...
 # Applies a change the caller computed from version `expected`; 0 (and no change) if the job moved on.
+# A job whose data is removed (field `removed` = '1') keeps no inputs.
 APPLY = (
     _PRELUDE
     + """
@@ -159,6 +166,7 @@ else
 end
 index_done(id, k, new)
 if request ~= '' then redis.call('SET', p .. 'req:' .. id, request) end
+if redis.call('HGET', k, 'removed') == '1' then redis.call('DEL', p .. 'inp:' .. id) end
 redis.call('HINCRBY', k, 'v', 1)
 return 1
 """

@@ -7,11 +7,12 @@ transaction that writes, because busy_timeout cannot rescue a transaction that r
 tries to write. Each thread has its own connection; processes share nothing but the file, so every
 decision (which job a worker gets, whether it still holds it) is made inside one write transaction.
 
-A job is JSON in two rows (see codec.py): its request, with any images, is written at enqueue and at
-expiry only; the rest of the job is small and rewritten on every change. The columns beside the JSON
-serve the queries and are rewritten from the Job in the same statement. `worker` and
-`lease_expires` exist only as columns: they name the current lease holder and are cleared when the
-lease ends.
+A job is JSON in rows (sqlite_rows.py): its request without input images, written at enqueue; the
+whole request with its images, for a job that has some, apart, read by lease() only and deleted by
+expiry; and the rest of the job, small and rewritten on every change. So reads (get, list_jobs,
+cancel) never load an image. The columns beside the JSON serve the queries and are rewritten from
+the Job in the same statement. `worker` and `lease_expires` exist only as columns: they name the
+current lease holder and are cleared when the lease ends.
 """
 
 from __future__ import annotations
@@ -22,27 +23,30 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from kandinsky_serve.domain.errors import ErrorCode, invalid
 from kandinsky_serve.domain.job import Job, JobEvent, JobState, Output, utcnow
-from kandinsky_serve.store.codec import job_json, load_job, load_request, strip_request
+from kandinsky_serve.store.codec import load_job
 from kandinsky_serve.store.protocol import Admission, Heartbeat, JobPage
 from kandinsky_serve.store.sqlite_admission import admit, spent
+from kandinsky_serve.store.sqlite_rows import (
+    SELECT_JOB,
+    SELECT_WHOLE,
+    insert,
+    micros,
+    read_job,
+    remove_inputs,
+    save,
+    whole_job,
+)
 from kandinsky_serve.store.sqlite_schema import connect, migrate
 from kandinsky_serve.store.sqlite_schema import pragmas as read_pragmas
 
 _EXPIRE_CHUNK = 100  # jobs stripped per transaction, so expiry never holds the write lock for long
-
-# A full job: its row joined to its request. Callers append WHERE/ORDER BY on aliases j and r.
-_SELECT_FULL = "SELECT j.job, r.request, j.data_removed FROM jobs j JOIN requests r ON r.job_id = j.id"
-_SAVE = """UPDATE jobs SET state = ?, attempts = ?, completed_at = ?, data_removed = ?, cancel_requested = ?,
-    worker = ?, lease_expires = ?, job = ? WHERE id = ?"""
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class SqliteJobStore:
@@ -75,60 +79,52 @@ class SqliteJobStore:
 
     def enqueue(self, job: Job, admission: Admission | None = None) -> Job:
         """Stores the job as given. Enqueueing an id that exists changes nothing and returns the stored
-        job, so a retried enqueue is harmless."""
+        job (as get() does, without its input images), so a retried enqueue is harmless."""
         if job.state is JobState.RUNNING:
             raise ValueError("a job cannot be enqueued as running: no worker holds a lease on it")
         with self._write(durable=True) as conn:
-            existing = conn.execute(f"{_SELECT_FULL} WHERE j.id = ?", (job.id,)).fetchone()
+            existing = conn.execute(f"{SELECT_JOB} WHERE j.id = ?", (job.id,)).fetchone()
             if existing is not None:
-                return _full_job(*existing)
+                return read_job(*existing)
             if admission is not None:
                 admit(conn, job, admission)
-            # the immutable columns here, the rest (and the JSON) by the one function every change goes through
-            conn.execute(
-                """INSERT INTO jobs
-                (id, owner, batch_key, created_at, price, state, attempts, data_removed, cancel_requested, job)
-                VALUES (?, ?, ?, ?, ?, '', 0, 0, 0, '')""",
-                (job.id, job.owner, job.batch_key, _micros(job.created_at), job.price),
-            )
-            _save(conn, job, worker=None, lease_expires=None)
-            conn.execute(
-                "INSERT INTO requests (job_id, request) VALUES (?, ?)", (job.id, job.request.model_dump_json())
-            )
+            insert(conn, job)
         return job
 
     def spent(self, owner: str) -> float:
         return spent(self._connection(), owner)
 
     def get(self, job_id: str) -> Job | None:
-        row = self._connection().execute(f"{_SELECT_FULL} WHERE j.id = ?", (job_id,)).fetchone()
-        return None if row is None else _full_job(*row)
+        """Without the request's input images, which only lease() reads."""
+        row = self._connection().execute(f"{SELECT_JOB} WHERE j.id = ?", (job_id,)).fetchone()
+        return None if row is None else read_job(*row)
 
     def list_jobs(self, owner: str, *, limit: int = 100, cursor: str | None = None) -> JobPage:
         """The cursor is the id of the last job of the previous page; one that is not among the owner's
-        jobs is refused with an invalid_input ServeError."""
+        jobs is refused with an invalid_input ServeError. Jobs as get() returns them."""
         if limit < 1:
             raise ValueError(f"limit must be at least 1, not {limit}")
         conn = self._connection()
         newest_first = "ORDER BY j.created_at DESC, j.id DESC LIMIT ?"
         if cursor is None:
-            rows = conn.execute(f"{_SELECT_FULL} WHERE j.owner = ? {newest_first}", (owner, limit + 1)).fetchall()
+            rows = conn.execute(f"{SELECT_JOB} WHERE j.owner = ? {newest_first}", (owner, limit + 1)).fetchall()
         else:
             anchor = conn.execute("SELECT created_at FROM jobs WHERE id = ? AND owner = ?", (cursor, owner)).fetchone()
             if anchor is None:
                 raise invalid("cursor", "does not come from an earlier page of this list")
             rows = conn.execute(
-                f"{_SELECT_FULL} WHERE j.owner = ? AND (j.created_at, j.id) < (?, ?) {newest_first}",
+                f"{SELECT_JOB} WHERE j.owner = ? AND (j.created_at, j.id) < (?, ?) {newest_first}",
                 (owner, anchor[0], cursor, limit + 1),
             ).fetchall()
-        jobs = [_full_job(*row) for row in rows[:limit]]
+        jobs = [read_job(*row) for row in rows[:limit]]
         return JobPage(jobs=jobs, next_cursor=jobs[-1].id if len(rows) > limit else None)
 
     def lease(self, worker: str, *, max_batch: int, lease_seconds: float) -> list[Job]:
+        """The jobs with their input images: the one read that loads them."""
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {max_batch}")
         now = self._clock()
-        expires = _micros(now + timedelta(seconds=lease_seconds))
+        expires = micros(now + timedelta(seconds=lease_seconds))
         with self._write() as conn:
             first = conn.execute(
                 "SELECT id, batch_key FROM jobs WHERE state = 'queued' ORDER BY created_at, id LIMIT 1"
@@ -142,7 +138,7 @@ class SqliteJobStore:
             ).fetchall()
             leased = []
             for job_id in [first[0], *(row[0] for row in more)]:
-                job = _full_job(*conn.execute(f"{_SELECT_FULL} WHERE j.id = ?", (job_id,)).fetchone())
+                job = whole_job(*conn.execute(f"{SELECT_WHOLE} WHERE j.id = ?", (job_id,)).fetchone())
                 running = job.model_copy(
                     update={
                         "state": job.state.advance(JobState.RUNNING),
@@ -150,7 +146,7 @@ class SqliteJobStore:
                         "started_at": job.started_at or now,
                     }
                 )
-                _save(conn, running, worker=worker, lease_expires=expires)
+                save(conn, running, worker=worker, lease_expires=expires)
                 leased.append(running)
         return leased
 
@@ -160,7 +156,7 @@ class SqliteJobStore:
         if not job_ids:
             return Heartbeat()
         ids = json.dumps(list(job_ids))
-        expires = _micros(self._clock() + timedelta(seconds=lease_seconds))
+        expires = micros(self._clock() + timedelta(seconds=lease_seconds))
         with self._write() as conn:
             rows = conn.execute(
                 """SELECT id, cancel_requested FROM jobs
@@ -193,31 +189,31 @@ class SqliteJobStore:
                 return False
             job = load_job(row[0])
             if job.cancel_requested:
-                _save(conn, self._ended(job, JobState.CANCELED), worker=None, lease_expires=None)
+                save(conn, self._ended(job, JobState.CANCELED), worker=None, lease_expires=None)
             else:
                 attempts = max(job.attempts - 1, 0)
                 # with no attempt left on the books the job never started, as far as queue_time is concerned
                 started_at = job.started_at if attempts else None
                 update = {"state": job.state.advance(JobState.QUEUED), "attempts": attempts, "started_at": started_at}
-                _save(conn, job.model_copy(update=update), worker=None, lease_expires=None)
+                save(conn, job.model_copy(update=update), worker=None, lease_expires=None)
         return True
 
     def cancel(self, job_id: str) -> Job | None:
         with self._write(durable=True) as conn:
             row = conn.execute(
-                "SELECT j.job, r.request, j.data_removed, j.worker, j.lease_expires FROM jobs j "
+                "SELECT j.job, r.request, j.worker, j.lease_expires FROM jobs j "
                 "JOIN requests r ON r.job_id = j.id WHERE j.id = ?",
                 (job_id,),
             ).fetchone()
             if row is None:
                 return None
-            job = _full_job(row[0], row[1], row[2])
+            job = read_job(row[0], row[1])
             if job.state is JobState.QUEUED:
                 job = self._ended(job, JobState.CANCELED)
-                _save(conn, job, worker=None, lease_expires=None)
+                save(conn, job, worker=None, lease_expires=None)
             elif job.state is JobState.RUNNING and not job.cancel_requested:
                 job = job.model_copy(update={"cancel_requested": True})
-                _save(conn, job, worker=row[3], lease_expires=row[4])
+                save(conn, job, worker=row[2], lease_expires=row[3])
         return job
 
     def add_events(self, job_id: str, events: Sequence[JobEvent]) -> None:
@@ -247,15 +243,15 @@ class SqliteJobStore:
         """A job whose cancel was requested becomes CANCELED rather than running again."""
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, not {max_attempts}")
-        now = _micros(self._clock())
+        now = micros(self._clock())
         changed = []
         with self._write() as conn:
             rows = conn.execute(
-                f"{_SELECT_FULL} WHERE j.state = 'running' AND j.lease_expires < ? ORDER BY j.created_at, j.id",
+                f"{SELECT_JOB} WHERE j.state = 'running' AND j.lease_expires < ? ORDER BY j.created_at, j.id",
                 (now,),
             ).fetchall()
             for row in rows:
-                job = _full_job(*row)
+                job = read_job(*row)
                 if job.cancel_requested:
                     job = self._ended(job, JobState.CANCELED)
                 elif job.attempts >= max_attempts:
@@ -264,12 +260,12 @@ class SqliteJobStore:
                     job = self._ended(job, JobState.FAILED, error_code=ErrorCode.WORKER_LOST, error_message=message)
                 else:
                     job = job.model_copy(update={"state": job.state.advance(JobState.QUEUED)})
-                _save(conn, job, worker=None, lease_expires=None)
+                save(conn, job, worker=None, lease_expires=None)
                 changed.append(job)
         return changed
 
     def expire(self, completed_before: datetime) -> list[str]:
-        cutoff = _micros(completed_before)
+        cutoff = micros(completed_before)
         keys: list[str] = []
         while True:
             with self._write() as conn:
@@ -282,9 +278,9 @@ class SqliteJobStore:
                 for job_id, facts, request in rows:
                     job = load_job(facts)
                     keys.extend(output.key for output in job.outputs)
-                    conn.execute("UPDATE requests SET request = ? WHERE job_id = ?", (strip_request(request), job_id))
+                    remove_inputs(conn, job_id, request)
                     stripped = job.model_copy(update={"outputs": [], "data_removed": True})
-                    _save(conn, stripped, worker=None, lease_expires=None)
+                    save(conn, stripped, worker=None, lease_expires=None)
             if len(rows) < _EXPIRE_CHUNK:
                 return keys
 
@@ -318,7 +314,7 @@ class SqliteJobStore:
             ).fetchone()
             if row is None:
                 return False
-            _save(conn, self._ended(load_job(row[0]), to, **update), worker=None, lease_expires=None)
+            save(conn, self._ended(load_job(row[0]), to, **update), worker=None, lease_expires=None)
         return True
 
     def _ended(self, job: Job, to: JobState, **update: Any) -> Job:
@@ -374,36 +370,3 @@ class SqliteJobStore:
     def _set_up(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         migrate(self._connection(), self._path)
-
-
-def _save(conn: sqlite3.Connection, job: Job, *, worker: str | None, lease_expires: int | None) -> None:
-    """Rewrites a job's mutable columns and JSON together, so the two never disagree."""
-    conn.execute(
-        _SAVE,
-        (
-            job.state.value,
-            job.attempts,
-            _micros_or_none(job.completed_at),
-            int(job.data_removed),
-            int(job.cancel_requested),
-            worker,
-            lease_expires,
-            job_json(job),
-            job.id,
-        ),
-    )
-
-
-def _full_job(job: str, request: str, data_removed: int) -> Job:
-    return load_job(job, load_request(request, data_removed=bool(data_removed)))
-
-
-def _micros(moment: datetime) -> int:
-    """Microseconds since the epoch: exact integers sort right where float seconds could tie or drift."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)  # naive times are UTC throughout kandinsky_serve
-    return (moment - _EPOCH) // timedelta(microseconds=1)
-
-
-def _micros_or_none(moment: datetime | None) -> int | None:
-    return None if moment is None else _micros(moment)

@@ -1,15 +1,20 @@
-"""The SQLite job database's layout and connection settings, and the migration that creates it.
+"""The SQLite job database's layout and connection settings, and the migrations that create it.
 
-`PRAGMA user_version` records the layout; a later version adds its step to `migrate` and bumps
+`PRAGMA user_version` records the layout; a later version adds its step to `_STEPS` and bumps
 SCHEMA_VERSION. Times are integer microseconds since the epoch (UTC), which sort exactly.
+
+Version 2 keeps a job's input images apart from the request that reads return (see codec.py).
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+from kandinsky_serve.store.codec import split_stored
+
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 5000
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024  # the WAL file is truncated back to this after a checkpoint
 
@@ -30,7 +35,8 @@ _SCHEMA_V1 = (
         price REAL NOT NULL DEFAULT 0,
         job TEXT NOT NULL
     )""",
-    # apart from the job row, so that the job's frequent updates never rewrite the request's images
+    # apart from the job row, so that the job's frequent updates never rewrite the request's images;
+    # since version 2 without its images
     "CREATE TABLE requests (job_id TEXT PRIMARY KEY, request TEXT NOT NULL)",
     "CREATE TABLE events (job_id TEXT NOT NULL, seq INTEGER NOT NULL, event TEXT NOT NULL, PRIMARY KEY (job_id, seq))",
     "CREATE INDEX jobs_by_owner ON jobs (owner, created_at, id)",
@@ -42,6 +48,31 @@ _SCHEMA_V1 = (
     "CREATE INDEX jobs_leases ON jobs (lease_expires) WHERE state = 'running'",
     "CREATE INDEX jobs_expirable ON jobs (completed_at) WHERE data_removed = 0 AND completed_at IS NOT NULL",
 )
+
+
+def _create_v1(conn: sqlite3.Connection) -> None:
+    for statement in _SCHEMA_V1:
+        conn.execute(statement)
+
+
+def _to_v2(conn: sqlite3.Connection) -> None:
+    """The whole request of a job with input images, which only a lease reads, moves to `inputs`;
+    `requests` keeps it without them, so that reads never load an image."""
+    conn.execute("CREATE TABLE inputs (job_id TEXT PRIMARY KEY, request TEXT NOT NULL)")
+    # one request in memory at a time: they may be tens of megabytes each; expired ones hold no images
+    ids = [row[0] for row in conn.execute("SELECT id FROM jobs WHERE data_removed = 0").fetchall()]
+    for job_id in ids:
+        row = conn.execute("SELECT request FROM requests WHERE job_id = ?", (job_id,)).fetchone()
+        if row is None:
+            continue
+        request, inputs = split_stored(row[0])
+        if inputs is not None:
+            conn.execute("INSERT INTO inputs (job_id, request) VALUES (?, ?)", (job_id, inputs))
+            conn.execute("UPDATE requests SET request = ? WHERE job_id = ?", (request, job_id))
+
+
+# _STEPS[n] takes a database from version n - 1 to version n
+_STEPS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _create_v1, 2: _to_v2}
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -60,7 +91,8 @@ def connect(path: Path) -> sqlite3.Connection:
 
 
 def migrate(conn: sqlite3.Connection, path: Path) -> None:
-    """Switches the file to WAL and creates the tables; safe when several processes open it at once."""
+    """Switches the file to WAL and creates or upgrades the tables, in one transaction; safe when
+    several processes open it at once."""
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if mode != "wal":
         raise RuntimeError(f"{path} cannot use write-ahead logging (journal mode {mode}); use a file on a local disk")
@@ -71,9 +103,9 @@ def migrate(conn: sqlite3.Connection, path: Path) -> None:
             raise RuntimeError(
                 f"{path} has schema version {version}, newer than this kandinsky-serve's {SCHEMA_VERSION}; upgrade it"
             )
-        if version == 0:
-            for statement in _SCHEMA_V1:
-                conn.execute(statement)
+        for step in range(version + 1, SCHEMA_VERSION + 1):
+            _STEPS[step](conn)
+        if version < SCHEMA_VERSION:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:

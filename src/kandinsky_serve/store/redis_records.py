@@ -1,0 +1,82 @@
+"""How RedisJobStore lays a Job out in keys (see redis_scripts.py), and reads it back.
+
+A job is a hash: its JSON as enqueued (codec format, as SQLite keeps it) and beside it the fields its
+life changes, which a read overlays on the JSON. Its request is apart, in p:req:<id>, without its
+input images; for a job with images the whole request is in p:inp:<id>, which only a lease reads
+and expiry deletes. A record written before p:inp existed has the whole request in p:req: reads drop
+its images unread, and a lease, finding no p:inp, takes p:req.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+from pydantic import TypeAdapter
+
+from kandinsky_serve.domain.errors import ErrorCode
+from kandinsky_serve.domain.job import Job, JobState, Output
+from kandinsky_serve.domain.request import GenerationRequest
+from kandinsky_serve.store.codec import load_job, load_request, load_summary
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_OUTPUTS = TypeAdapter(list[Output])
+
+
+def live_fields(job: Job) -> dict[str, str]:
+    """The fields of a job that change after its enqueue, as the hash holds them."""
+    return {
+        "state": job.state.value,
+        "attempts": str(job.attempts),
+        "started": "" if job.started_at is None else str(micros(job.started_at)),
+        "completed": "" if job.completed_at is None else str(micros(job.completed_at)),
+        "error_code": json.dumps(None if job.error_code is None else job.error_code.value),
+        "error_message": json.dumps(job.error_message),
+        "outputs": _OUTPUTS.dump_json(job.outputs).decode(),
+        "cancel": str(int(job.cancel_requested)),
+        "removed": str(int(job.data_removed)),
+    }
+
+
+def read_job(fields: dict[str, str], request: str | None) -> Job:
+    """The job as reads return it, its request (p:req) without input images; with request None, a
+    placeholder request (enough for a state transition)."""
+    return _job(fields, None if request is None else load_summary(request))
+
+
+def whole_job(fields: dict[str, str], request: str) -> Job:
+    """The job with its inputs, from p:inp (or p:req where there is none), for the worker that runs it."""
+    return _job(fields, load_request(request, data_removed=fields["removed"] == "1"))
+
+
+def _job(fields: dict[str, str], request: GenerationRequest | None) -> Job:
+    job = load_job(fields["job"], request)
+    code = json.loads(fields["error_code"])
+    update = {
+        "state": JobState(fields["state"]),
+        "attempts": int(fields["attempts"]),
+        "started_at": _time(fields["started"]),
+        "completed_at": _time(fields["completed"]),
+        "error_code": None if code is None else ErrorCode(code),
+        "error_message": json.loads(fields["error_message"]),
+        "outputs": _OUTPUTS.validate_json(fields["outputs"]),
+        "cancel_requested": fields["cancel"] == "1",
+        "data_removed": fields["removed"] == "1",
+    }
+    return job.model_copy(update=update)
+
+
+def pairs(flat: list[str]) -> dict[str, str]:
+    """A hash from HGETALL's flat list, as a script returns it."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def micros(moment: datetime) -> int:
+    """Microseconds since the epoch: exact integers sort right where float seconds could tie or drift."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)  # naive times are UTC throughout kandinsky_serve
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def _time(value: str) -> datetime | None:
+    return None if value == "" else _EPOCH + timedelta(microseconds=int(value))

@@ -1,0 +1,86 @@
+"""How SqliteJobStore lays a Job out in rows, and reads it back.
+
+Three rows (layout in sqlite_schema.py): `jobs`, the job's columns beside its JSON without the
+request, rewritten on every change; `requests`, the request without its input images, written at
+enqueue; and, for a job with images, `inputs`, the whole request, which only a lease reads and
+expiry deletes. Reads join the first two, so a status read never loads an image.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+
+from kandinsky_serve.domain.job import Job
+from kandinsky_serve.store.codec import job_json, load_job, load_request, load_summary, split_request, strip_request
+
+# A job as reads return it. Callers append WHERE/ORDER BY on aliases j and r.
+SELECT_JOB = "SELECT j.job, r.request FROM jobs j JOIN requests r ON r.job_id = j.id"
+# A job with its inputs, for the worker that runs it; a job without images has its whole request in r
+SELECT_WHOLE = """SELECT j.job, COALESCE(i.request, r.request), j.data_removed
+    FROM jobs j JOIN requests r ON r.job_id = j.id LEFT JOIN inputs i ON i.job_id = j.id"""
+_SAVE = """UPDATE jobs SET state = ?, attempts = ?, completed_at = ?, data_removed = ?, cancel_requested = ?,
+    worker = ?, lease_expires = ?, job = ? WHERE id = ?"""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def insert(conn: sqlite3.Connection, job: Job) -> None:
+    """A new job's rows."""
+    # the immutable columns here, the rest (and the JSON) by the one function every change goes through
+    conn.execute(
+        """INSERT INTO jobs
+        (id, owner, batch_key, created_at, price, state, attempts, data_removed, cancel_requested, job)
+        VALUES (?, ?, ?, ?, ?, '', 0, 0, 0, '')""",
+        (job.id, job.owner, job.batch_key, micros(job.created_at), job.price),
+    )
+    save(conn, job, worker=None, lease_expires=None)
+    request, inputs = split_request(job.request)
+    conn.execute("INSERT INTO requests (job_id, request) VALUES (?, ?)", (job.id, request))
+    if inputs is not None:
+        conn.execute("INSERT INTO inputs (job_id, request) VALUES (?, ?)", (job.id, inputs))
+
+
+def save(conn: sqlite3.Connection, job: Job, *, worker: str | None, lease_expires: int | None) -> None:
+    """Rewrites a job's mutable columns and JSON together, so the two never disagree."""
+    conn.execute(
+        _SAVE,
+        (
+            job.state.value,
+            job.attempts,
+            micros_or_none(job.completed_at),
+            int(job.data_removed),
+            int(job.cancel_requested),
+            worker,
+            lease_expires,
+            job_json(job),
+            job.id,
+        ),
+    )
+
+
+def remove_inputs(conn: sqlite3.Connection, job_id: str, request: str) -> None:
+    """Expiry: the inputs go, and the request keeps no image (one stored whole before schema 2 did)."""
+    conn.execute("DELETE FROM inputs WHERE job_id = ?", (job_id,))
+    conn.execute("UPDATE requests SET request = ? WHERE job_id = ?", (strip_request(request), job_id))
+
+
+def read_job(job: str, request: str) -> Job:
+    """A row of SELECT_JOB: the job with its request's images left out."""
+    return load_job(job, load_summary(request))
+
+
+def whole_job(job: str, request: str, data_removed: int) -> Job:
+    """A row of SELECT_WHOLE: the job with its inputs."""
+    return load_job(job, load_request(request, data_removed=bool(data_removed)))
+
+
+def micros(moment: datetime) -> int:
+    """Microseconds since the epoch: exact integers sort right where float seconds could tie or drift."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)  # naive times are UTC throughout kandinsky_serve
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def micros_or_none(moment: datetime | None) -> int | None:
+    return None if moment is None else micros(moment)
