@@ -15,6 +15,7 @@ from kandinsky_serve.api.body_limit import BodyLimit
 from kandinsky_serve.api.state import AppState
 from kandinsky_serve.api.urls import load_url_secret
 from kandinsky_serve.auth.factory import open_keys, open_limiter
+from kandinsky_serve.files.service import open_files
 from kandinsky_serve.metrics import Metrics
 from kandinsky_serve.notify import LocalNotifier
 from kandinsky_serve.service import JobService, WorkerPool
@@ -46,9 +47,12 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> FastAPI:
             if workers is not None:
                 workers.broadcast(Wake())
 
-        janitor = Janitor(settings, store, blobs, notifier.publish, requeued)
+        files = open_files(settings, blobs)
+        janitor = Janitor(settings, store, blobs, notifier.publish, requeued, files=files)
         url_secret = load_url_secret(settings)
-        app.state.ks = AppState(settings, service, notifier, workers, janitor, keys, limiter, url_secret, metrics)
+        app.state.ks = AppState(
+            settings, service, notifier, workers, janitor, keys, limiter, url_secret, metrics, files
+        )
         if workers is not None:
             workers.start()
         janitor.start()
@@ -64,6 +68,7 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> FastAPI:
             janitor.stop()
             if workers is not None:
                 await asyncio.to_thread(workers.stop)
+            files.close()
             store.close()
 
     app = FastAPI(

@@ -2,7 +2,8 @@
 
 URLs (and webhook targets) are refused when they point at loopback, private, link-local or other
 non-public addresses, unless `allow_private_urls` is set: a server that fetches whatever it is
-told would let any caller reach the machines behind it.
+told would let any caller reach the machines behind it. This server's own file URLs (uploads, output
+links) are not fetched at all: a `LocalFiles` resolver reads them from the stores, as their owner.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import base64
 import binascii
 import ipaddress
 import socket
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import httpx
@@ -20,8 +22,12 @@ from kandinsky_serve.settings import Settings
 
 _MAX_REDIRECTS = 3
 
+# (url, field) -> the bytes of a URL of this server's own, None for any other URL; raises a ServeError
+# naming the field for one of ours that the caller cannot read (another key's file, or expired)
+LocalFiles = Callable[[str, str], bytes | None]
 
-def image_bytes(value: str, field: str, settings: Settings) -> bytes:
+
+def image_bytes(value: str, field: str, settings: Settings, local: LocalFiles | None = None) -> bytes:
     """The bytes of an image given as a data URI, base64 or URL; a ServeError names the field."""
     value = value.strip()
     if value.startswith("data:"):
@@ -30,7 +36,8 @@ def image_bytes(value: str, field: str, settings: Settings) -> bytes:
             raise invalid(field, "data URIs must be base64-encoded (data:image/png;base64,...)")
         return _b64(payload, field, settings)
     if value.startswith(("http://", "https://")):
-        return fetch(value, field, settings)
+        own = local(value, field) if local is not None else None
+        return own if own is not None else fetch(value, field, settings)
     return _b64(value, field, settings)
 
 

@@ -107,10 +107,12 @@ async def job_events(job_id: str, request: Request, service: Service, owner: Own
     return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
-@router.get("/files/{key:path}")
-def get_file(key: str, state: State, expires: int = 0, sig: str = "") -> Response:
+# only outputs/...: the rest of /v1/files is Replicate's files API (replicate/files.py)
+@router.get("/files/outputs/{rest:path}")
+def get_file(rest: str, state: State, expires: int = 0, sig: str = "") -> Response:
     """An output, through the signed link a job handed out (no API key needed; it expires)."""
-    signed = key.startswith("outputs/") and valid_signature(state.url_secret, key, expires, sig)
+    key = f"outputs/{rest}"
+    signed = valid_signature(state.url_secret, key, expires, sig)
     blob = state.service.blobs.get(key) if signed else None
     if blob is None:
         raise not_found("File (or the link has expired)")

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from kandinsky_serve.auth.keys import KeyStore, RateLimiter
+from kandinsky_serve.files.service import FileService
 from kandinsky_serve.metrics import Metrics
 from kandinsky_serve.notify import LocalNotifier
 from kandinsky_serve.service import JobService, WorkerPool
@@ -26,6 +27,7 @@ class AppState:
     limiter: RateLimiter
     url_secret: bytes = b""
     metrics: Metrics | None = None
+    files: FileService | None = None  # uploads (Replicate's files API)
 
 
 def app_state(request: Request) -> AppState:

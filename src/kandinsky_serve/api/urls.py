@@ -33,7 +33,13 @@ def file_url(request: Request, key: str) -> str:
 
 
 def valid_signature(secret: bytes, key: str, expires: int, signature: str) -> bool:
-    return expires >= time.time() and hmac.compare_digest(_sign(secret, key, expires), signature)
+    # compare_digest raises on non-ASCII text, and a key that is not UTF-8 cannot be signed
+    if not signature.isascii() or not key.isprintable() or expires < time.time():
+        return False
+    try:
+        return hmac.compare_digest(_sign(secret, key, expires), signature)
+    except UnicodeEncodeError:
+        return False
 
 
 def _sign(secret: bytes, key: str, expires: int) -> str:

@@ -1,4 +1,4 @@
-"""Periodic upkeep for the store: give dead workers' jobs back, remove data past retention."""
+"""Periodic upkeep for the store: give dead workers' jobs back, remove data (and uploads) past retention."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from kandinsky_serve.blobs.protocol import BlobStore
 from kandinsky_serve.domain.job import utcnow
+from kandinsky_serve.files.service import FileService
 from kandinsky_serve.settings import Settings
 from kandinsky_serve.store.protocol import JobStore
 
@@ -23,12 +24,14 @@ class Janitor:
         blobs: BlobStore,
         on_jobs_changed: Callable[[tuple[str, ...]], None],
         on_requeued: Callable[[], None],
+        files: FileService | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.blobs = blobs
         self.on_jobs_changed = on_jobs_changed
         self.on_requeued = on_requeued
+        self.files = files
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="janitor", daemon=True)
 
@@ -57,3 +60,5 @@ class Janitor:
         if keys:
             self.blobs.delete(keys)
             log.info("retention: removed %d file(s)", len(keys))
+        if self.files is not None and (uploads := self.files.expire()):
+            log.info("retention: removed %d uploaded file(s)", uploads)

@@ -1,17 +1,24 @@
-"""Replicate's predictions API (reference §1), wire-compatible with replicate-python 1.0.7.
+"""Replicate's predictions and files APIs (reference §1), wire-compatible with replicate-python 1.0.7.
 
 `background` delivers webhooks for the server's lifetime; the app starts and cancels it.
 """
 
 from __future__ import annotations
 
+from fastapi import APIRouter
+
+from kandinsky_serve.api.dialects.replicate.files import router as files_router
 from kandinsky_serve.api.dialects.replicate.problems import render_error
-from kandinsky_serve.api.dialects.replicate.router import router
+from kandinsky_serve.api.dialects.replicate.router import router as predictions_router
 from kandinsky_serve.api.dialects.replicate.webhooks import deliver_webhooks
 from kandinsky_serve.api.errors import register_renderer
 from kandinsky_serve.api.state import AppState
 
 register_renderer("replicate", render_error)
+
+router = APIRouter()
+router.include_router(predictions_router)
+router.include_router(files_router)
 
 
 async def background(state: AppState) -> None:

@@ -18,7 +18,9 @@ _TITLES = {
     ErrorCode.INSUFFICIENT_CREDITS: "Insufficient credit",
     ErrorCode.RATE_LIMITED: "Request was throttled",
     ErrorCode.OVERLOADED: "Service unavailable",
+    ErrorCode.UNAVAILABLE: "Service unavailable",
     ErrorCode.PAYLOAD_TOO_LARGE: "Payload too large",
+    ErrorCode.METHOD_NOT_ALLOWED: "Method not allowed",
 }
 
 

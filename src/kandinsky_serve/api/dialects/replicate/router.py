@@ -1,8 +1,8 @@
-"""Replicate's HTTP API under /v1: predictions, the model and version endpoints, the webhook secret.
+"""Replicate's HTTP API under /v1: predictions, the model and version endpoints, the webhook secret
+(the files API is in files.py).
 
-Outputs are URLs, except for sync (`Prefer: wait`) requests to a server reached over plain http:
-replicate-python wraps only `https:` and `data:` strings in FileOutput, so there `run(...)[0].read()`
-works only with data URIs (which Replicate's sync API also sent for a while; the clients decode them).
+Outputs are URLs, except for predictions created in sync mode (`Prefer: wait`) on a server reached over
+plain http, which carry data URIs on every read (see `Delivery`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from fastapi.responses import JSONResponse
 
 from kandinsky_serve.api.auth import Caller, CallerDep, Owner
 from kandinsky_serve.api.dialects.replicate import schemas, translate
+from kandinsky_serve.api.dialects.replicate.files import local_files
+from kandinsky_serve.api.dialects.replicate.pages import PAGE_SIZE, links
 from kandinsky_serve.api.dialects.replicate.signing import secret_for
 from kandinsky_serve.api.dialects.replicate.webhooks import EVENTS, NODE
 from kandinsky_serve.api.inputs import check_public_url
@@ -28,7 +30,6 @@ from kandinsky_serve.service import JobService
 
 router = APIRouter(prefix="/v1", tags=["replicate"])
 
-PAGE_SIZE = 100  # Replicate's page size for GET /v1/predictions
 # replicate-python times out N + 0.5 s after sending `Prefer: wait=N`; answer well before that
 _WAIT_MARGIN = 0.3
 _timers: set[asyncio.Task[None]] = set()
@@ -38,7 +39,12 @@ CancelAfterHeader = Annotated[str | None, Header()]
 
 
 def render(
-    request: Request, service: JobService, job: Job, *, pending: bool = False, inline: bool | None = None
+    request: Request,
+    service: JobService,
+    job: Job,
+    *,
+    pending: bool = False,
+    delivery: translate.Delivery | None = None,
 ) -> dict[str, Any]:
     logs = [e.message for e in service.store.events(job.id) if e.message]
     return translate.prediction(
@@ -47,7 +53,8 @@ def render(
         file_url=lambda key: file_url(request, key),
         blobs=service.blobs,
         logs=logs,
-        inline=inline,
+        served=schemas.for_family(service.model.family),
+        delivery=delivery,
         pending=pending,
     )
 
@@ -74,6 +81,7 @@ def _submit(
     service: JobService,
     caller: Caller,
     deadline: float | None,
+    delivery: translate.Delivery,
 ) -> Job:
     schemas.check_served(model, service.model.family, service.model.id)
     meta = {
@@ -83,11 +91,13 @@ def _submit(
         "input": translate.input_echo(body.get("input")),
         "base_url": base_url(request),
         "node": NODE,
+        "delivery": delivery.value,
         **_webhook_meta(body, service),
     }
     if deadline is not None:
         meta["deadline"] = translate.timestamp(utcnow() + timedelta(seconds=deadline))
-    generation = translate.to_request(model, body.get("input"), service.settings)
+    local = local_files(request, caller.owner)
+    generation = translate.to_request(model, body.get("input"), service.settings, local)
     try:
         return service.submit(generation, caller, meta=meta)
     except ServeError as exc:
@@ -111,17 +121,17 @@ async def _create(
 ) -> JSONResponse:
     wait = translate.wait_seconds(prefer)
     deadline = translate.duration_seconds(cancel_after) if cancel_after else None
-    job = await anyio.to_thread.run_sync(_submit, model, body, request, service, caller, deadline)
+    delivery = translate.Delivery.for_create(wait, base_url(request))
+    job = await anyio.to_thread.run_sync(_submit, model, body, request, service, caller, deadline, delivery)
     if deadline is not None:
         # in memory only: a deadline pending when the process stops is not enforced after a restart
         timer = asyncio.create_task(_cancel_after(service, job, deadline))
         _timers.add(timer)
         timer.add_done_callback(_timers.discard)
-    inline = wait is not None and base_url(request).startswith("http:")
     if wait is not None:
         job = await service.wait(job.id, caller.owner, max(wait - _WAIT_MARGIN, 0.1))
     pending = wait is not None and not job.state.terminal
-    view = await anyio.to_thread.run_sync(lambda: render(request, service, job, pending=pending, inline=inline))
+    view = await anyio.to_thread.run_sync(lambda: render(request, service, job, pending=pending))
     headers = {"Location": view["urls"]["get"]}
     return JSONResponse(view, status_code=202 if pending else 201, headers=headers)
 
@@ -163,21 +173,11 @@ async def create_model_prediction(
 def list_predictions(
     request: Request, service: Service, owner: Owner, cursor: str | None = None, history: str | None = None
 ) -> dict[str, Any]:
-    """Newest first, 100 a page. The store pages forward only, so each `next` URL carries the
-    cursors of the pages before it, from which `previous` is built."""
-    earlier = [c for c in (history or "").split(".") if c]
+    """Newest first, 100 a page: every job of the caller's, also those of other dialects."""
     page = service.list(owner, limit=PAGE_SIZE, cursor=cursor)
-    base = f"{base_url(request)}/v1/predictions"
-    following = None
-    if page.next_cursor:
-        trail = ".".join([*earlier, cursor] if cursor else earlier)
-        following = f"{base}?cursor={page.next_cursor}" + (f"&history={trail}" if trail else "")
-    previous = None
-    if cursor:
-        before, rest = (earlier[-1], earlier[:-1]) if earlier else (None, [])
-        previous = base + (f"?cursor={before}" if before else "") + (f"&history={'.'.join(rest)}" if rest else "")
+    following, previous = links(f"{base_url(request)}/v1/predictions", cursor, history, page.next_cursor)
     # list entries carry URLs, not inline images, so a page stays small
-    results = [render(request, service, job, inline=False) for job in page.jobs]
+    results = [render(request, service, job, delivery=translate.Delivery.URLS) for job in page.jobs]
     return {"next": following, "previous": previous, "results": results}
 
 

@@ -266,6 +266,11 @@ def resolve_version(ref: str) -> ReplicateModel:
     return model
 
 
+def for_family(family: Family) -> ReplicateModel:
+    """The Replicate model a server of this family re-serves (jobs of other dialects show as it)."""
+    return next(m for m in MODELS.values() if m.family is family)
+
+
 def check_served(model: ReplicateModel, family: Family, served_id: str) -> None:
     if model.family is not family:
         other = next(m for m in MODELS.values() if m.family is family)

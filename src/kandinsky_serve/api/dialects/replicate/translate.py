@@ -6,10 +6,11 @@ import base64
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
+from enum import Enum, StrEnum
 from typing import Any
 
 from kandinsky_serve.api.dialects.replicate.schemas import LIMITS, LIMITS_21, ReplicateModel
-from kandinsky_serve.api.inputs import image_bytes
+from kandinsky_serve.api.inputs import LocalFiles, image_bytes
 from kandinsky_serve.blobs.protocol import BlobStore
 from kandinsky_serve.domain.errors import ErrorCode, ServeError, invalid
 from kandinsky_serve.domain.job import Job, JobState
@@ -20,6 +21,7 @@ from kandinsky_serve.settings import Settings
 MAX_WAIT = 60
 _TASKS_21 = {"text2img": Task.TEXT2IMG, "text_guided_img2img": Task.IMG2IMG}
 _DURATION = re.compile(r"^(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s?)?$")
+_TASK_NAMES_21 = {task: name for name, task in _TASKS_21.items()}
 _STATUS = {
     JobState.QUEUED: "starting",
     JobState.RUNNING: "processing",
@@ -40,7 +42,31 @@ def renamed(error: ServeError, model: ReplicateModel) -> ServeError:
     return invalid(f"input.{name}", message)
 
 
-def to_request(model: ReplicateModel, raw: Any, settings: Settings) -> GenerationRequest:
+class Delivery(StrEnum):
+    """How a prediction writes its files in `output`, fixed when it is created and kept for every read."""
+
+    URLS = "urls"
+    DATA_URIS = "data_uris"
+
+    @classmethod
+    def for_create(cls, wait: int | None, base: str) -> Delivery:
+        """Sync (`Prefer: wait`) predictions on a server reached over plain http carry data URIs:
+        replicate-python wraps only `https:` and `data:` strings in FileOutput, so `run(...)[0].read()`
+        works there only with data URIs (which Replicate's sync API also sent for a while). On every
+        later read too: when the wait runs out, `run()` gets its output from polling GET."""
+        return cls.DATA_URIS if wait is not None and base.startswith("http:") else cls.URLS
+
+    @classmethod
+    def of(cls, job: Job) -> Delivery:
+        try:
+            return cls(job.meta.get("delivery", cls.URLS))
+        except ValueError:
+            return cls.URLS
+
+
+def to_request(
+    model: ReplicateModel, raw: Any, settings: Settings, local: LocalFiles | None = None
+) -> GenerationRequest:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -61,7 +87,7 @@ def to_request(model: ReplicateModel, raw: Any, settings: Settings) -> Generatio
         if _TASKS_21[task] is Task.IMG2IMG:
             if not raw.get("image"):
                 raise invalid("input.image", f"is required for task {task}")
-            fields["image"] = image_bytes(str(raw["image"]), "input.image", settings)
+            fields["image"] = image_bytes(str(raw["image"]), "input.image", settings, local)
     try:
         request = GenerationRequest.parse(fields)
     except ServeError as exc:
@@ -117,13 +143,39 @@ def _data_uri(blobs: BlobStore, key: str) -> str | None:
     return f"data:{blob.content_type};base64,{base64.b64encode(blob.data).decode()}"
 
 
-def _output(job: Job, file_url: Callable[[str], str], blobs: BlobStore, inline: bool) -> list[str] | None:
+def _output(job: Job, file_url: Callable[[str], str], blobs: BlobStore, delivery: Delivery) -> list[str] | None:
     if job.data_removed or not job.outputs:
         return None
-    if not inline:
+    if delivery is Delivery.URLS:
         return [file_url(o.key) for o in job.outputs]
     uris = [_data_uri(blobs, o.key) for o in job.outputs]
     return [uri for uri in uris if uri is not None] or None
+
+
+def canonical_input(request: GenerationRequest, model: ReplicateModel) -> dict[str, Any]:
+    """A job another dialect (or the native API) created, in the inputs of the Replicate model served
+    here: the values it ran with, under Replicate's names. Images are bytes there, so they are left out;
+    a task this model's schema cannot name is given by its canonical name."""
+    rendered: dict[str, Any] = {}
+    for name, canonical in model.fields.items():
+        value = getattr(request, canonical, None)
+        if name in ("task", "image") or value is None or isinstance(value, bytes):
+            continue
+        rendered[name] = value.value if isinstance(value, Enum) else value
+    if model.family is Family.K21 and request.task in _TASK_NAMES_21:
+        rendered = {"task": _TASK_NAMES_21[request.task], **rendered}
+    elif request.task is not Task.TEXT2IMG:
+        rendered = {"task": request.task.value, **rendered}
+    return rendered
+
+
+def input_of(job: Job, served: ReplicateModel) -> dict[str, Any]:
+    if job.data_removed:
+        return {}
+    if job.meta.get("dialect") == "replicate":
+        echoed: dict[str, Any] = job.meta.get("input", {})
+        return echoed
+    return canonical_input(job.request, served)
 
 
 def prediction(
@@ -133,24 +185,27 @@ def prediction(
     file_url: Callable[[str], str],
     blobs: BlobStore,
     logs: list[str],
-    inline: bool | None = None,
+    served: ReplicateModel,
+    delivery: Delivery | None = None,
     pending: bool = False,
 ) -> dict[str, Any]:
     """The prediction object. `pending`: a sync wait ran out, so the job reads as `starting`, the one
-    status on which replicate-python goes on polling instead of returning a null output."""
+    status on which replicate-python goes on polling instead of returning a null output. `delivery`:
+    how to write the files, by default as the prediction was created to (a list page asks for URLs).
+    `served`: the model a job of another dialect is shown as."""
     meta = job.meta
+    ours = meta.get("dialect") == "replicate"
     status = "starting" if pending and not job.state.terminal else _STATUS[job.state]
-    use_inline = bool(meta.get("data_uri")) if inline is None else inline
     lines = list(logs)
     if job.request.seed is not None:
         lines.insert(0, f"Using seed: {job.request.seed}")
     body: dict[str, Any] = {
         "id": job.id,
-        "model": meta.get("model", ""),
-        "version": meta.get("version", ""),
-        "input": {} if job.data_removed else meta.get("input", {}),
+        "model": meta.get("model", "") if ours else served.ref,
+        "version": meta.get("version", "") if ours else served.version,
+        "input": input_of(job, served),
         "logs": "" if job.data_removed else "\n".join(lines),
-        "output": _output(job, file_url, blobs, use_inline),
+        "output": _output(job, file_url, blobs, delivery or Delivery.of(job)),
         "data_removed": job.data_removed,
         "error": job.error_message if job.state is JobState.FAILED else None,
         "status": status,

@@ -22,6 +22,7 @@ import anyio
 import httpx
 from fastapi import Request
 
+from kandinsky_serve.api.dialects.replicate.schemas import for_family
 from kandinsky_serve.api.dialects.replicate.signing import secret_for, signature
 from kandinsky_serve.api.dialects.replicate.translate import prediction
 from kandinsky_serve.api.inputs import check_public_url
@@ -132,7 +133,10 @@ class Deliverer:
         base = str(job.meta.get("base_url", ""))
         request = request_for(self.state, base)
         blobs = self.state.service.blobs
-        view = prediction(job, base=base, file_url=lambda key: file_url(request, key), blobs=blobs, logs=logs)
+        served = for_family(self.state.service.model.family)
+        view = prediction(
+            job, base=base, file_url=lambda key: file_url(request, key), blobs=blobs, logs=logs, served=served
+        )
         return json.dumps(view).encode()
 
     async def _send(self, url: str, message_id: str, secret: str, body: bytes) -> bool:
