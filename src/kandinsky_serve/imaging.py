@@ -32,19 +32,30 @@ def _open(data: bytes) -> Image.Image:
 
 
 def check_image_bytes(data: bytes) -> None:
-    """Raises ValueError (for pydantic) unless data is a decodable image within the pixel limit."""
+    """Raises ValueError (for pydantic) unless data is a whole, decodable image within the pixel limit.
+    Decoding it all is what finds a truncated file here, at submit, rather than in the worker later."""
     try:
-        _open(data)
+        _load(_open(data))
     except ServeError as exc:
         raise ValueError(exc.message.removeprefix("image ")) from None
 
 
-def decode_image(data: bytes, mode: str = "RGB") -> Image.Image:
-    image = _open(data)
+def image_size(data: bytes) -> tuple[int, int]:
+    """Width and height from the image's header, without decoding its pixels."""
+    width, height = _open(data).size
+    return int(width), int(height)
+
+
+def _load(image: Image.Image) -> Image.Image:
     try:
         image.load()
     except Exception:
         raise ServeError(ErrorCode.INVALID_INPUT, "image is truncated or corrupt") from None
+    return image
+
+
+def decode_image(data: bytes, mode: str = "RGB") -> Image.Image:
+    image = _load(_open(data))
     if mode == "L" and image.mode in ("RGBA", "LA"):
         # a mask drawn on a transparent layer: what was painted (opaque) is what to repaint
         image = image.getchannel("A")

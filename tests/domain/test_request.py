@@ -65,3 +65,27 @@ def test_images_round_trip_through_json_as_base64(photo):
     again = GenerationRequest.model_validate_json(request.model_dump_json())
     assert again == request
     assert again.image == photo
+
+
+def _png(width: int, height: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.effect_noise((width, height), 64).convert("RGB").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_a_truncated_image_is_refused_at_submit_not_in_the_worker():
+    whole = _png(64, 64)
+    error = parse_error(task="img2img", image=whole[: len(whole) // 2])
+    assert error.field == "image"
+    assert "truncated or corrupt" in error.message
+
+
+def test_an_inpaint_mask_must_be_the_size_of_its_image():
+    error = parse_error(task="inpaint", image=_png(64, 64), mask=_png(96, 64))
+    assert error.field == "mask"
+    assert "96x64" in error.message and "64x64" in error.message
+    GenerationRequest.parse({"task": "inpaint", "image": _png(64, 64), "mask": _png(64, 64)})

@@ -6,8 +6,10 @@ bodies FastAPI cannot parse become invalid_input errors that name the field, nev
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
+import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -17,6 +19,11 @@ from kandinsky_serve.domain.errors import ErrorCode, ServeError
 from kandinsky_serve.domain.request import first_problem
 
 Renderer = Callable[[ServeError], Response]
+
+log = logging.getLogger(__name__)
+
+# Redis restarts in seconds (AOF replay); a client told to come back sooner would only find it down
+STORE_OUTAGE_RETRY_AFTER_S = 5.0
 
 
 def error_headers(error: ServeError) -> dict[str, str]:
@@ -59,9 +66,23 @@ def install(app: FastAPI) -> None:
         code = _HTTP_CODES.get(
             exc.status_code, ErrorCode.INVALID_INPUT if exc.status_code < 500 else ErrorCode.INTERNAL
         )
-        return render(request, ServeError(code, str(exc.detail)))
+        response = render(request, ServeError(code, str(exc.detail)))
+        response.headers.update(exc.headers or {})  # a 405's Allow
+        return response
+
+    async def on_store_outage(request: Request, exc: Exception) -> Response:
+        # any route may meet it (keys, rate limits, jobs live in Redis): answer what a client can act
+        # on, in its dialect's shape, instead of a plain-text 500
+        log.warning("the store is unreachable (%s: %s); answering 503", type(exc).__name__, exc)
+        error = ServeError(
+            ErrorCode.UNAVAILABLE,
+            "The job store cannot be reached right now; nothing was done. Try again shortly.",
+            retry_after=STORE_OUTAGE_RETRY_AFTER_S,
+        )
+        return render(request, error)
 
     app.add_exception_handler(ServeError, on_serve_error)
+    app.add_exception_handler(redis.RedisError, on_store_outage)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
 
@@ -70,6 +91,7 @@ _HTTP_CODES = {
     401: ErrorCode.UNAUTHORIZED,
     403: ErrorCode.FORBIDDEN,
     404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
     413: ErrorCode.PAYLOAD_TOO_LARGE,
     429: ErrorCode.RATE_LIMITED,
 }

@@ -13,7 +13,9 @@ class ErrorCode(StrEnum):
     INSUFFICIENT_CREDITS = "insufficient_credits"
     RATE_LIMITED = "rate_limited"
     OVERLOADED = "overloaded"
+    UNAVAILABLE = "unavailable"  # the job store cannot be reached: nothing was done, try again
     PAYLOAD_TOO_LARGE = "payload_too_large"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
     GENERATION_FAILED = "generation_failed"
     OUT_OF_MEMORY = "out_of_memory"
     MODEL_UNAVAILABLE = "model_unavailable"
@@ -33,7 +35,9 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.INSUFFICIENT_CREDITS: 402,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.OVERLOADED: 503,
+    ErrorCode.UNAVAILABLE: 503,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
+    ErrorCode.METHOD_NOT_ALLOWED: 405,
     ErrorCode.GENERATION_FAILED: 500,
     ErrorCode.OUT_OF_MEMORY: 507,
     ErrorCode.MODEL_UNAVAILABLE: 503,
@@ -55,7 +59,7 @@ class ServeError(Exception):
         self.code = code
         self.message = message
         self.field = field
-        self.retry_after = retry_after  # seconds, for Retry-After on rate_limited and overloaded
+        self.retry_after = retry_after  # seconds, for Retry-After on rate_limited, overloaded, unavailable
 
     @property
     def http_status(self) -> int:

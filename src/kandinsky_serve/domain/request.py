@@ -14,7 +14,7 @@ from typing import Annotated, Any, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kandinsky_serve.domain.errors import ServeError, invalid
-from kandinsky_serve.imaging import check_image_bytes
+from kandinsky_serve.imaging import check_image_bytes, image_size
 
 MIN_SIDE = 64
 MAX_SIDE = 2048
@@ -122,6 +122,11 @@ class GenerationRequest(BaseModel):
         for name in needs.get(self.task, ()):
             if getattr(self, name) is None:
                 raise ValueError(f"{name} is required for task {self.task.value}")
+        if self.task is Task.INPAINT and self.image is not None and self.mask is not None:
+            (w, h), (mw, mh) = image_size(self.image), image_size(self.mask)
+            if (mw, mh) != (w, h):
+                # a mask of another size would be stretched over the picture: not the area the caller drew
+                raise ValueError(f"mask is {mw}x{mh} but image is {w}x{h}; they must be the same size")
         if self.task is Task.FUSE and not self.fuse:
             raise ValueError("fuse needs at least one prompt or image to mix")
         if self.task is Task.IMG2IMG and int(self.steps * self.strength) < 1:
@@ -166,6 +171,11 @@ def first_problem(errors: Sequence[Any]) -> ServeError:
     """The first of pydantic's error dicts (also FastAPI's, with the location's "body" prefix
     dropped) as one sentence that starts with the field's name."""
     err = errors[0]
+    if err.get("type") == "json_invalid":
+        # FastAPI locates a JSON syntax error by character offset (("body", 26)): no field to name
+        position = next((part for part in err.get("loc", ()) if isinstance(part, int)), None)
+        where = f" (at character {position})" if position is not None else ""
+        return invalid("body", f"is not valid JSON{where}: {err.get('ctx', {}).get('error', err['msg'])}")
     err = {**err, "loc": tuple(p for p in err.get("loc", ()) if p not in ("body", "query", "path", "header"))}
     loc = ".".join(str(part) for part in err["loc"]) or "request"
     message = str(err["msg"]).removeprefix("Value error, ")

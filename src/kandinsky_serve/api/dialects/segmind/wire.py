@@ -7,7 +7,6 @@ caller is authenticated or the body is read.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
@@ -18,8 +17,9 @@ from fastapi.routing import APIRoute
 
 from kandinsky_serve.api.auth import LOCAL_OWNER, Caller, api_key_from, authenticate, keys_required
 from kandinsky_serve.api.errors import error_headers, register_renderer
+from kandinsky_serve.api.json_body import read_object
 from kandinsky_serve.api.state import app_state
-from kandinsky_serve.domain.errors import ErrorCode, ServeError, invalid
+from kandinsky_serve.domain.errors import ErrorCode, ServeError
 
 CREDITS_HEADER = "x-remaining-credits"
 # A key without a credit limit reports this: clients parse the header with int()/parseInt/Number
@@ -45,8 +45,10 @@ _HTTP = {
     ErrorCode.INSUFFICIENT_CREDITS: 406,
     ErrorCode.CANCELED: 409,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
+    ErrorCode.METHOD_NOT_ALLOWED: 405,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.OVERLOADED: 429,
+    ErrorCode.UNAVAILABLE: 503,
     ErrorCode.WORKER_LOST: 502,
     ErrorCode.MODEL_UNAVAILABLE: 502,
     ErrorCode.TIMEOUT: 504,
@@ -116,11 +118,4 @@ SegmindCaller = Annotated[Caller, Depends(segmind_caller)]
 
 async def json_body(request: Request) -> dict[str, Any]:
     """The JSON object a Segmind call sends; read here so a bad body is a Segmind-shaped 400."""
-    raw = await request.body()
-    try:
-        body = json.loads(raw) if raw.strip() else {}
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise invalid("body", "is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise invalid("body", "must be a JSON object of parameters")
-    return body
+    return await read_object(request, empty_is={})
