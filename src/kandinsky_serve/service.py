@@ -2,12 +2,15 @@
 
 Submit (validate against the served model, fix the seed, refuse when the queue is full), get,
 list, cancel, and wait for a job to finish without polling the database in a loop.
+Run a job synchronously for a caller who can only receive it in the answer (canceled if it leaves).
 """
 
 from __future__ import annotations
 
 import random
 import time
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
 import anyio
@@ -16,7 +19,7 @@ from kandinsky_serve.auth.keys import RateLimiter
 from kandinsky_serve.auth.pricing import price
 from kandinsky_serve.blobs.protocol import BlobStore
 from kandinsky_serve.domain.errors import ErrorCode, ServeError, invalid
-from kandinsky_serve.domain.job import Job
+from kandinsky_serve.domain.job import Job, JobEvent
 from kandinsky_serve.domain.request import GenerationRequest
 from kandinsky_serve.engine.registry import ModelSpec, resolve_model
 from kandinsky_serve.notify import Notifier
@@ -64,12 +67,13 @@ class JobService:
     def submit(self, request: GenerationRequest, caller: Caller, meta: dict[str, object] | None = None) -> Job:
         """Queues the request for the caller, if its rate, credits, jobs in flight and the queue allow."""
         request = self.canonical(request)
+        key = caller.key  # its own limits, where it has them, replace the server's
         if self.limiter is not None:
-            self.limiter.check(caller.owner)
+            self.limiter.check(caller.owner, key.rate_limit if key else None)
         cost = price(request, self.settings.credits_per_unit)
         admission = Admission(
-            budget=caller.key.credits if caller.key else None,
-            max_active=self.settings.max_jobs_per_key,
+            budget=key.credits if key else None,
+            max_active=key.max_jobs if key and key.max_jobs is not None else self.settings.max_jobs_per_key,
             max_queued=self.settings.max_queue,
         )
         job = Job(owner=caller.owner, request=request, price=cost, meta=dict(meta or {}))
@@ -121,3 +125,46 @@ class JobService:
                 return job
             # a worker's report wakes us at once; the periodic look covers reclaims and lost messages
             await self.notifier.wait(job_id, min(left, 5.0))
+
+    async def run_sync(
+        self,
+        request: GenerationRequest,
+        caller: Caller,
+        meta: dict[str, object],
+        timeout: float,
+        abandoned: Callable[[], Awaitable[None]] | None = None,
+    ) -> Job:
+        """Submits and waits, for a call whose answer is the only way to the job (Segmind v1, OpenAI
+        Images: no id to fetch later). So the job is canceled when `abandoned` returns (the client
+        went away) or timeout seconds pass, rather than keep a GPU busy for nobody. Returns the
+        terminal job; raises TIMEOUT, or CANCELED for a client that is gone."""
+        job = await anyio.to_thread.run_sync(partial(self.submit, request, caller, meta))
+        finished: Job | None = None
+        try:
+            async with anyio.create_task_group() as group:
+                if abandoned is not None:
+                    group.start_soon(_cancel_when, abandoned, group.cancel_scope)
+                finished = await self.wait(job.id, caller.owner, timeout)
+                group.cancel_scope.cancel()
+        finally:
+            if finished is None or not finished.state.terminal:
+                why = "the client went away" if finished is None else f"not finished within {timeout:g} s"
+                # shielded: a request cancelled from outside (the server stopping) cancels its job too
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self._abandon, job.id, caller.owner, why)
+        if finished is None:
+            raise ServeError(ErrorCode.CANCELED, f"Job {job.id} was canceled: the client went away.")
+        if not finished.state.terminal:
+            raise ServeError(ErrorCode.TIMEOUT, f"Job {job.id} did not finish within {timeout:g} s; it was canceled.")
+        return finished
+
+    def _abandon(self, job_id: str, owner: str, why: str) -> None:
+        # in the job's log, so that a canceled job nobody canceled by hand explains itself
+        note = JobEvent(message=f"canceled: {why}, and the answer was the only way to this job")
+        self.store.add_events(job_id, [note])
+        self.cancel(job_id, owner)
+
+
+async def _cancel_when(event: Callable[[], Awaitable[None]], scope: anyio.CancelScope) -> None:
+    await event()
+    scope.cancel()

@@ -42,3 +42,35 @@ def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyedServ
     server = start_server(data_dir, KS_ALLOW_PRIVATE_URLS="false")
     yield KeyedServer(server, alice, bob)
     server.stop()
+
+
+def failed_job(server: KeyedServer, key: str, meta: dict[str, object], message: str) -> str:
+    """A job as a worker leaves one whose generation failed, written into the server's own job store.
+    Inputs are checked whole at submit, so nothing a client can send makes the tiny model fail on the
+    worker; this is how a dialect's rendering of such a failure is reached."""
+    from kandinsky_serve.auth.keys import SqliteKeyStore
+    from kandinsky_serve.domain.errors import ErrorCode
+    from kandinsky_serve.domain.job import Job, JobState, utcnow
+    from kandinsky_serve.domain.request import GenerationRequest
+    from kandinsky_serve.store.sqlite import SqliteJobStore
+
+    data_dir = server.server.data_dir
+    found = SqliteKeyStore(data_dir / "keys.sqlite3").verify(key)
+    assert found is not None
+    request = GenerationRequest(model="tiny", prompt="x", width=64, height=64, steps=2, prior_steps=2, seed=1)
+    job = Job(
+        owner=found.id,
+        request=request,
+        state=JobState.FAILED,
+        attempts=1,
+        started_at=utcnow(),
+        completed_at=utcnow(),
+        error_code=ErrorCode.GENERATION_FAILED,
+        error_message=message,
+        meta=meta,
+    )
+    store = SqliteJobStore(data_dir / "jobs.sqlite3")
+    try:
+        return store.enqueue(job).id
+    finally:
+        store.close()

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 from PIL import Image
 
-from tests.dialects.conftest import KeyedServer
+from tests.dialects.conftest import KeyedServer, failed_job
 
 SMALL = {"width": "64", "height": "64", "num_inference_steps": "2", "num_inference_steps_prior": "2"}
 
@@ -44,6 +44,22 @@ def test_create_then_poll_until_success(keyed_server: KeyedServer) -> None:
     assert (image.format, image.size) == ("WEBP", (64, 64))
 
 
+def test_the_seed_drawn_for_null_is_reported_and_makes_the_same_image_again(keyed_server: KeyedServer) -> None:
+    client = http(keyed_server, keyed_server.alice)
+    inputs = {**SMALL, "prompt": "a fox", "seed": None, "output_format": "png"}
+    first = poll(
+        client, client.post("/v1/prediction/", json={"model": "kandinsky-2.2", "input": inputs}).json()["predictionID"]
+    )
+    seed = first["metrics"]["seed"]
+    assert isinstance(seed, int)
+    assert first["logs"] == f"Using seed: {seed}"
+    again_inputs = {**inputs, "seed": str(seed)}
+    again = client.post("/v1/prediction/", json={"model": "kandinsky-2.2", "input": again_inputs}).json()
+    again = poll(client, again["predictionID"])
+    assert again["metrics"]["seed"] == seed and again["input"]["seed"] == str(seed)
+    assert client.get(again["output"]).content == client.get(first["output"]).content
+
+
 def test_several_outputs_are_a_list_in_the_format_asked(keyed_server: KeyedServer) -> None:
     client = http(keyed_server, keyed_server.alice)
     inputs = {**SMALL, "prompt": "a fox", "num_outputs": "2", "output_format": "png", "seed": "3"}
@@ -53,18 +69,24 @@ def test_several_outputs_are_a_list_in_the_format_asked(keyed_server: KeyedServe
 
 
 def test_a_failed_job_has_status_error_and_an_error_output(keyed_server: KeyedServer) -> None:
-    """Eachlabs' Kandinsky takes no input images, so the failing job (an image that opens but cannot
-    be decoded, which fails on the worker) is created through Segmind: ids are the server's."""
-    client = http(keyed_server, keyed_server.alice)
+    meta = {"dialect": "eachlabs", "model": "kandinsky-2.2", "input": {"prompt": "x"}}
+    message = "The generation failed: RuntimeError: CUDA error: an illegal memory access was encountered"
+    prediction_id = failed_job(keyed_server, keyed_server.alice, meta, message)
+    result = poll(http(keyed_server, keyed_server.alice), prediction_id)
+    assert result["status"] == "error"
+    assert result["output"]["error_code"] == "PROVIDER_FAILED"
+    assert result["output"]["error_message"] == message
+
+
+def test_a_truncated_image_is_refused_when_it_is_sent(keyed_server: KeyedServer) -> None:
+    """Eachlabs' Kandinsky takes no input images; the job ids are the server's, so Segmind creates it."""
     buffer = io.BytesIO()
     Image.frombytes("RGB", (64, 64), bytes(range(256)) * 48).save(buffer, format="PNG")
     truncated = base64.b64encode(buffer.getvalue()[: len(buffer.getvalue()) // 2]).decode("ascii")
     body = {"prompt": "x", "image": truncated, "img_width": 64, "img_height": 64, "num_inference_steps": 4}
-    request_id = client.post("/v2/kandinsky2.2-img2img", json=body).json()["request_id"]
-    result = poll(client, request_id)
-    assert result["status"] == "error"
-    assert result["output"]["error_code"] == "INPUT_VALIDATION_ERROR"
-    assert "truncated" in result["output"]["error_message"]
+    response = http(keyed_server, keyed_server.alice).post("/v2/kandinsky2.2-img2img", json=body)
+    assert response.status_code == 400
+    assert response.json()["error"] == "image: is truncated or corrupt"
 
 
 def test_a_cancelled_prediction_reports_why_in_its_output(keyed_server: KeyedServer) -> None:
@@ -78,6 +100,7 @@ def test_a_cancelled_prediction_reports_why_in_its_output(keyed_server: KeyedSer
     assert result["output"]["error_code"] == "PROVIDER_FAILED"
     assert result["output"]["error_message"]
     assert result["metrics"]["cost"] == 0
+    assert result["logs"].splitlines()[0] == f"Using seed: {result['metrics']['seed']}"
 
 
 def test_errors_are_in_eachlabs_shape(keyed_server: KeyedServer) -> None:

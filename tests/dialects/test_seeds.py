@@ -3,12 +3,16 @@
 Each snippet is kept as the page writes it, quirks included: Segmind 2.2 sends `img_width` 512
 (its page allows only 768 and 1024), Segmind 2.1 sends `negative_prompt: "NONE"`, Eachlabs sends
 every number as a string and `"seed": null` (in Python code, so `null` is defined for it).
+
+The request snippets run twice: with a real key on a server that has keys, and with the page's own
+`YOUR_API_KEY` on a fresh local server without keys, which serves the local user whatever key is sent.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,16 +21,39 @@ import segmind as segmind_sdk
 from PIL import Image
 
 from tests.dialects.conftest import KeyedServer, create_key
-from tests.server.conftest import Server
+from tests.server.conftest import Server, start_server
 
 
-def test_seed_000_segmind_22_requests(keyed_server: KeyedServer) -> None:
+@dataclass
+class Target:
+    url: str
+    key: str  # what the snippet sends as its API key
+
+
+@pytest.fixture(scope="module")
+def keyless_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = start_server(tmp_path_factory.mktemp("keyless") / "data")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["keyed", "keyless"])
+def target(request: pytest.FixtureRequest) -> Target:
+    """A server with keys and one of its keys, or a local server without keys and the page's placeholder."""
+    if request.param == "keyed":
+        keyed: KeyedServer = request.getfixturevalue("keyed_server")
+        return Target(keyed.url, keyed.alice)
+    keyless: Server = request.getfixturevalue("keyless_server")
+    return Target(keyless.url, "YOUR_API_KEY")
+
+
+def test_seed_000_segmind_22_requests(target: Target) -> None:
     import json  # noqa: F401  the page imports it for the line this test does not run (see below)
 
     import requests
 
-    url = f"{keyed_server.url}/v1/kandinsky2.2-txt2img"
-    headers = {"x-api-key": keyed_server.alice, "Content-Type": "application/json"}
+    url = f"{target.url}/v1/kandinsky2.2-txt2img"
+    headers = {"x-api-key": target.key, "Content-Type": "application/json"}
 
     data = {
         "prompt": "masterpiece, best quality, portrait of an old man, 50mm, solo, natural skin texture, realistic eye and face details, dark, deep shadow, darkness, moonlight, award winning photo, extremely detailed, fine detail, highly detailed, extremely detailed eyes and face, piercing red eyes, detailed clothes, skinny, gothic, native american clothing, analog film, stock photograph,",  # noqa: E501
@@ -122,19 +149,19 @@ def test_seed_001_segmind_21_sdk(
     assert (image.format, image.size) == ("JPEG", (512, 512))
 
 
-def test_seed_002_eachlabs_requests(keyed_server: KeyedServer, capsys: pytest.CaptureFixture[str]) -> None:
+def test_seed_002_eachlabs_requests(target: Target, capsys: pytest.CaptureFixture[str]) -> None:
     null = None  # the page's Python writes JSON's null
 
     import time
 
     import requests
 
-    API_KEY = keyed_server.alice  # Replace with your API key
+    API_KEY = target.key  # Replace with your API key
     HEADERS = {"X-API-Key": API_KEY, "Content-Type": "application/json"}
 
     def create_prediction():
         response = requests.post(
-            f"{keyed_server.url}/v1/prediction/",
+            f"{target.url}/v1/prediction/",
             headers=HEADERS,
             json={
                 "model": "kandinsky-2.2",
@@ -159,7 +186,7 @@ def test_seed_002_eachlabs_requests(keyed_server: KeyedServer, capsys: pytest.Ca
 
     def get_prediction(prediction_id):
         while True:
-            result = requests.get(f"{keyed_server.url}/v1/prediction/{prediction_id}", headers=HEADERS).json()
+            result = requests.get(f"{target.url}/v1/prediction/{prediction_id}", headers=HEADERS).json()
             if result["status"] == "success":
                 return result
             elif result["status"] == "error":
@@ -179,7 +206,12 @@ def test_seed_002_eachlabs_requests(keyed_server: KeyedServer, capsys: pytest.Ca
 
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].startswith("Prediction created: "), printed
-    assert printed[1].startswith(f"Output URL: {keyed_server.url}/v1/files/"), printed
+    assert printed[1].startswith(f"Output URL: {target.url}/v1/files/"), printed
     assert float(printed[2].removeprefix("Processing time: ").removesuffix("s")) > 0
     image = Image.open(io.BytesIO(requests.get(printed[1].removeprefix("Output URL: "), timeout=30).content))
     assert (image.format, image.size) == ("WEBP", (512, 512))
+    # the page sends "seed": null; the seed drawn for it comes back, so the image can be made again
+    seed = result["metrics"]["seed"]
+    assert isinstance(seed, int) and 0 <= seed < 2**32
+    assert result["logs"].splitlines()[0] == f"Using seed: {seed}"
+    assert result["input"]["seed"] is None  # the input as sent

@@ -13,8 +13,9 @@ import httpx
 import pytest
 from PIL import Image
 from segmind import InferenceFailed, SegmindClient, SegmindError
+from segmind.v2 import AsyncJob
 
-from tests.dialects.conftest import KeyedServer
+from tests.dialects.conftest import KeyedServer, failed_job
 from tests.server.conftest import Server
 
 SMALL = {"img_width": 64, "img_height": 64, "num_inference_steps": 2, "prior_steps": 2}
@@ -94,22 +95,29 @@ def test_submit_async_then_wait(keyed_server: KeyedServer) -> None:
 
 def test_a_job_that_fails_raises_inference_failed_and_answers_422(keyed_server: KeyedServer) -> None:
     client = sdk(keyed_server, keyed_server.alice)
-    # the header of the image is valid, so the request is queued; its pixels fail on the worker
-    body = {"prompt": "x", "image": b64(truncated_png()), "strength": 0.5, **SMALL}
-    job = client.submit_async("kandinsky2.2-img2img", **body)
+    message = "The generation failed: RuntimeError: CUDA error: an illegal memory access was encountered"
+    meta = {"dialect": "segmind", "slug": "kandinsky2.2-txt2img"}
+    request_id = failed_job(keyed_server, keyed_server.alice, meta, message)
+    base = f"{keyed_server.url}/v2/requests/{request_id}"
+    job = AsyncJob(request_id, f"{base}/status", base, {"request_id": request_id}, client)
     with pytest.raises(InferenceFailed) as failed:
         job.wait(timeout=120, interval=0.2)
-    assert "truncated" in str(failed.value.detail)
+    assert message in str(failed.value.detail)
     assert failed.value.status_body["status"] == "FAILED"
     raw = http(keyed_server, keyed_server.alice)
     assert raw.get(job.status_url).status_code == 422
     result = raw.get(job.response_url)
     assert (result.status_code, result.json()["status"]) == (422, "FAILED")
 
-    with pytest.raises(SegmindError) as sync_failed:  # v1 waits, then answers the failure
-        client.run_sync("kandinsky2.2-img2img", **body)
-    assert sync_failed.value.status == 400
-    assert "truncated" in str(sync_failed.value.detail)
+
+def test_a_truncated_image_is_refused_when_it_is_sent(keyed_server: KeyedServer) -> None:
+    client = sdk(keyed_server, keyed_server.alice)
+    body = {"prompt": "x", "image": b64(truncated_png()), "strength": 0.5, **SMALL}
+    for call in (client.run_sync, client.submit_async):
+        with pytest.raises(SegmindError) as refused:
+            call("kandinsky2.2-img2img", **body)
+        assert refused.value.status == 400
+        assert "image: is truncated or corrupt" in str(refused.value.detail)
 
 
 def test_image_slugs(keyed_server: KeyedServer) -> None:

@@ -1,7 +1,12 @@
 """Who is calling: the API key from `x-api-key` or `Authorization: Bearer|Token <key>`.
 
-Keys are required once any key exists or when the server listens beyond loopback, so a fresh
-server is never open to the world by accident; a local server without keys serves one local user.
+Keys are required when the server listens beyond loopback, and once any key has ever been created
+(revoking the last one does not reopen a server that may sit behind a reverse proxy), unless
+KS_REQUIRE_KEYS says otherwise: a fresh server is never open to the world by accident.
+
+A local server without keys serves one local user, whatever key a client presents: SDKs refuse to
+start without one (so users pass "sk-local"), and the vendors' snippets send "YOUR_API_KEY". A key
+that is valid there still identifies its owner.
 """
 
 from __future__ import annotations
@@ -38,25 +43,25 @@ def api_key_from(headers: Headers) -> str | None:
 def authenticate(request: Request) -> Caller:
     state = app_state(request)
     secret = api_key_from(request.headers)
-    if secret:
-        key = state.keys.verify(secret)
-        if key is None:
-            raise ServeError(ErrorCode.UNAUTHORIZED, "The API key is not valid (unknown or revoked).")
+    key = state.keys.verify(secret) if secret else None
+    if key is not None:
         return Caller(key.id, key)
-    if keys_required(request):
-        raise ServeError(
-            ErrorCode.UNAUTHORIZED,
-            "An API key is required: send it as x-api-key or Authorization: Bearer <key> "
-            "(create one with `kandinsky-serve keys create`).",
-        )
-    return Caller(LOCAL_OWNER, None)
+    if not keys_required(request):
+        return Caller(LOCAL_OWNER, None)  # a placeholder key, or none: the local user
+    if secret:
+        raise ServeError(ErrorCode.UNAUTHORIZED, "The API key is not valid (unknown or revoked).")
+    raise ServeError(
+        ErrorCode.UNAUTHORIZED,
+        "An API key is required: send it as x-api-key or Authorization: Bearer <key> "
+        "(create one with `kandinsky-serve keys create`).",
+    )
 
 
 def keys_required(request: Request) -> bool:
     state = app_state(request)
     if state.settings.require_keys is not None:
         return state.settings.require_keys
-    return state.settings.host not in _LOOPBACK or state.keys.any_active()
+    return state.settings.host not in _LOOPBACK or state.keys.any_created()
 
 
 def caller_owner(caller: Annotated[Caller, Depends(authenticate)]) -> str:

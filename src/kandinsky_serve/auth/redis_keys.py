@@ -5,13 +5,12 @@ from __future__ import annotations
 import hmac
 import logging
 import math
-import secrets
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, cast
 
 import redis
 
-from kandinsky_serve.auth.keys import DUMMY_HASH, ApiKey, key_id_of, secret_hash
+from kandinsky_serve.auth.keys import DUMMY_HASH, ApiKey, key_id_of, new_key, secret_hash
 from kandinsky_serve.domain.errors import ErrorCode, ServeError
 
 log = logging.getLogger(__name__)
@@ -37,10 +36,11 @@ class RedisKeyStore:
         self._redis = redis.Redis.from_url(url, decode_responses=True, socket_timeout=10, socket_connect_timeout=5)
         self._p = f"{prefix}:"
 
-    def create(self, name: str, credits: float | None) -> tuple[ApiKey, str]:
-        key_id = secrets.token_hex(4)
-        secret = f"ks_{key_id}_{secrets.token_urlsafe(24)}"
-        key = ApiKey(key_id, name, credits, datetime.now(UTC))
+    def create(
+        self, name: str, credits: float | None, *, max_jobs: int | None = None, rate_limit: int | None = None
+    ) -> tuple[ApiKey, str]:
+        key, secret = new_key(name, credits, max_jobs, rate_limit)
+        key_id = key.id
         fields: dict[Any, Any] = {
             "name": name,
             "hash": secret_hash(secret),
@@ -49,6 +49,11 @@ class RedisKeyStore:
         }
         if credits is not None:
             fields["credits"] = repr(credits)
+        # absent fields mean the server's defaults, as for keys created before these existed
+        if max_jobs is not None:
+            fields["max_jobs"] = str(max_jobs)
+        if rate_limit is not None:
+            fields["rate_limit"] = str(rate_limit)
         pipe = self._redis.pipeline()
         pipe.hset(f"{self._p}key:{key_id}", mapping=fields)
         pipe.sadd(f"{self._p}keys", key_id)
@@ -77,13 +82,22 @@ class RedisKeyStore:
         self._redis.hset(where, "revoked", "1")
         return True
 
-    def any_active(self) -> bool:
-        return any(not key.revoked for key in self.list())
+    def any_created(self) -> bool:
+        # revoked keys stay in the set (revoke only marks them), so this is "ever created"
+        return bool(self._redis.exists(f"{self._p}keys"))
 
 
 def _key(key_id: str, row: dict[str, str]) -> ApiKey:
     credits = float(row["credits"]) if "credits" in row else None
-    return ApiKey(key_id, row["name"], credits, datetime.fromisoformat(row["created_at"]), row["revoked"] == "1")
+    return ApiKey(
+        key_id,
+        row["name"],
+        credits,
+        datetime.fromisoformat(row["created_at"]),
+        row["revoked"] == "1",
+        max_jobs=int(row["max_jobs"]) if "max_jobs" in row else None,
+        rate_limit=int(row["rate_limit"]) if "rate_limit" in row else None,
+    )
 
 
 class RedisRateLimiter:
@@ -93,11 +107,12 @@ class RedisRateLimiter:
         self._p = f"{prefix}:rate:"
         self.capacity = per_minute
 
-    def check(self, key: str) -> None:
-        if self.capacity <= 0:
+    def check(self, key: str, per_minute: int | None = None) -> None:
+        capacity = self.capacity if per_minute is None else per_minute
+        if capacity <= 0:
             return
         try:
-            wait = float(self._bucket(keys=[self._p + key], args=[self.capacity, self.capacity / 60.0]))
+            wait = float(self._bucket(keys=[self._p + key], args=[capacity, capacity / 60.0]))
         except redis.RedisError:
             # fail open: a limiter outage must not take the API down with it
             log.warning("rate limiter unreachable; letting the request through")
@@ -105,6 +120,6 @@ class RedisRateLimiter:
         if wait > 0:
             raise ServeError(
                 ErrorCode.RATE_LIMITED,
-                f"Rate limit reached: {self.capacity} jobs a minute; retry in {math.ceil(wait)} s.",
+                f"Rate limit reached: {capacity} jobs a minute; retry in {math.ceil(wait)} s.",
                 retry_after=math.ceil(wait),
             )

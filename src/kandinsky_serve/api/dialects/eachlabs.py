@@ -11,6 +11,11 @@ Statuses: starting, processing, success, error, cancelled. `error` (not `failed`
 vendor's own polling loop stops only on `success` or `error`; a failure's `output` is
 `{"error_code", "error_message"}`. `output` is the image URL as a string for one image (the
 vendor's example prints it as "Output URL"), a list of URLs for several.
+
+The seed the job runs with (the one sent, or the random one drawn for `"seed": null`) is
+`metrics.seed` (metrics is an open object: metered models add fields there too) and the first
+line of `logs`, "Using seed: N", as the Replicate model Eachlabs re-serves prints it; image i of
+several uses seed + i. `input` stays as sent.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from fastapi.responses import JSONResponse, Response
 
 from kandinsky_serve.api.auth import CallerDep, Owner
 from kandinsky_serve.api.errors import error_headers, register_renderer
+from kandinsky_serve.api.json_body import read_object
 from kandinsky_serve.api.state import Service
 from kandinsky_serve.api.urls import base_url, file_url
 from kandinsky_serve.domain.errors import ErrorCode, ServeError, invalid
@@ -113,20 +119,11 @@ def to_request(body: dict[str, Any], service: JobService) -> GenerationRequest:
     return GenerationRequest.parse(fields)
 
 
-def _object(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise invalid("body", "must be a JSON object with model, version and input")
-    return body
-
-
 @router.post("/v1/prediction/")
 @router.post("/v1/prediction", include_in_schema=False)
 async def create(request: Request, service: Service, caller: CallerDep) -> dict[str, Any]:
     """Queue a prediction; poll GET /v1/prediction/{predictionID} until success or error."""
-    try:
-        body = _object(await request.json())
-    except ValueError:
-        raise invalid("body", "is not valid JSON") from None
+    body = await read_object(request)
 
     def queue() -> Job:
         generation = to_request(body, service)
@@ -145,13 +142,20 @@ def _view(request: Request, job: Job) -> dict[str, Any]:
         output = {"error_code": code, "error_message": job.error_message or f"The prediction {job.state.value}."}
     link = f"{base_url(request)}/v1/prediction/{job.id}"
     predict_time = round(job.predict_time, 3) if job.predict_time is not None else None
+    logs = [f"Using seed: {job.request.seed}"] if job.request.seed is not None else []
+    if job.error_message:
+        logs.append(job.error_message)
     return {
         "id": job.id,
         "input": job.meta.get("input", {}),
         "status": _STATUS[job.state],
         "output": output,
-        "logs": job.error_message or "",
-        "metrics": {"predict_time": predict_time, "cost": job.price if job.state is JobState.SUCCEEDED else 0},
+        "logs": "\n".join(logs),
+        "metrics": {
+            "predict_time": predict_time,
+            "cost": job.price if job.state is JobState.SUCCEEDED else 0,
+            "seed": job.request.seed,
+        },
         "urls": {"get": link, "cancel": f"{link}/cancel"},
     }
 
