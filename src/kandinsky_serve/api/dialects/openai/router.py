@@ -1,8 +1,8 @@
 """`POST /v1/images/generations` and `POST /v1/images/edits`, answered when the images are ready.
 
 OpenAI's Images API is synchronous: the response carries the images. The job is queued like any
-other and the request waits for it; a wait that runs out cancels the job, so no GPU time goes to
-images nobody will receive.
+other and the request waits for it; a wait that runs out, or a client that gives up (the SDK's
+`timeout=`), cancels the job, so no GPU time goes to images nobody will receive.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from kandinsky_serve.api.auth import Caller, CallerDep
 from kandinsky_serve.api.dialects.openai import translate
 from kandinsky_serve.api.dialects.openai.translate import Common, ResponseFormat
+from kandinsky_serve.api.disconnect import client_gone
 from kandinsky_serve.api.state import Service
 from kandinsky_serve.api.urls import file_url
 from kandinsky_serve.domain.errors import ErrorCode, ServeError, invalid
@@ -147,11 +148,7 @@ async def _run(
     request: Request, service: JobService, caller: Caller, canonical: GenerationRequest, params: Common
 ) -> dict[str, Any]:
     meta: dict[str, object] = {"dialect": "openai", "model_asked": params.model}
-    job = await anyio.to_thread.run_sync(service.submit, canonical, caller, meta)
-    job = await service.wait(job.id, caller.owner, WAIT_SECONDS)
-    if not job.state.terminal:
-        await anyio.to_thread.run_sync(service.cancel, job.id, caller.owner)
-        raise ServeError(ErrorCode.TIMEOUT, f"the images were not ready within {WAIT_SECONDS:.0f} seconds")
+    job = await service.run_sync(canonical, caller, meta, WAIT_SECONDS, abandoned=client_gone(request))
     if job.state is JobState.CANCELED:
         raise ServeError(ErrorCode.CANCELED, "the generation was canceled")
     if job.state is JobState.FAILED:

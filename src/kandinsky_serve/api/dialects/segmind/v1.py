@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Awaitable, Callable
-from functools import partial
 
 import anyio
 from fastapi import Request
@@ -24,6 +23,8 @@ from fastapi.responses import JSONResponse, Response
 from kandinsky_serve.api.dialects.segmind.slugs import SLUGS, flag, to_request
 from kandinsky_serve.api.dialects.segmind.v2 import metrics
 from kandinsky_serve.api.dialects.segmind.wire import SegmindCaller, json_body, router
+from kandinsky_serve.api.disconnect import client_gone
+from kandinsky_serve.api.fetch import run_with_fetches
 from kandinsky_serve.api.state import app_state
 from kandinsky_serve.blobs.protocol import Blob
 from kandinsky_serve.domain.errors import ErrorCode, ServeError
@@ -31,7 +32,8 @@ from kandinsky_serve.domain.job import Job, JobState
 from kandinsky_serve.service import JobService
 
 # Longer than any sane Kandinsky job, shorter than a proxy's patience; past it the job is canceled
-# (the caller can no longer receive it) and the answer is Segmind's 504.
+# (the caller can no longer receive it) and the answer is Segmind's 504. A client that hangs up
+# sooner has its job canceled at once.
 SYNC_TIMEOUT_S = 300.0
 
 
@@ -39,13 +41,11 @@ async def generate(slug: str, request: Request, caller: SegmindCaller) -> Respon
     service = app_state(request).service
     body = await json_body(request)
     as_json = flag(body.get("base64"), "base64")
-    generation = await anyio.to_thread.run_sync(to_request, slug, body, service)
-    meta = {"dialect": "segmind", "slug": slug, "sync": True}
-    job = await anyio.to_thread.run_sync(partial(service.submit, generation, caller, meta=meta))
-    job = await service.wait(job.id, caller.owner, SYNC_TIMEOUT_S)
-    if not job.state.terminal:
-        await anyio.to_thread.run_sync(service.cancel, job.id, caller.owner)
-        raise ServeError(ErrorCode.TIMEOUT, f"The request did not finish within {SYNC_TIMEOUT_S:g} s.")
+    generation = await run_with_fetches(service.settings, to_request, slug, body, service)
+    meta: dict[str, object] = {"dialect": "segmind", "slug": slug, "sync": True}
+    # the answer is the only way to the images: a client that times out (the SDK's default is 30 s)
+    # leaves nothing to fetch, so its job is canceled rather than left to hold up the queue
+    job = await service.run_sync(generation, caller, meta, SYNC_TIMEOUT_S, abandoned=client_gone(request))
     if job.state is not JobState.SUCCEEDED:
         code = job.error_code or ErrorCode.GENERATION_FAILED
         raise ServeError(code, job.error_message or f"The request {job.state.value}.")
