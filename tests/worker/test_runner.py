@@ -16,6 +16,7 @@ from kandinsky_serve.settings import Settings
 from kandinsky_serve.store.sqlite import SqliteJobStore
 from kandinsky_serve.worker.messages import Progress
 from kandinsky_serve.worker.runner import Runner
+from tests.engine.batching import assert_batching_guarantee
 
 FAST = {"model": "tiny", "steps": 4, "prior_steps": 3, "width": 64, "height": 64, "output_format": "png"}
 
@@ -63,17 +64,21 @@ def png_pixels(blobs, key) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(blobs.get(key).data)), dtype=np.int16)
 
 
-def test_compatible_jobs_run_as_one_batch_and_each_equals_its_single_run(store, blobs, engine22):
-    engine = CountingEngine(engine22)
-    jobs = [enqueue(store, prompt=p, seed=i) for i, p in enumerate(["a fox", "a whale", "a frog", "a fox"])]
+@pytest.mark.parametrize(("fixture", "model"), [("engine22", "tiny"), ("engine21", "tiny-2.1")])
+def test_compatible_jobs_run_as_one_batch_and_each_equals_its_single_run(request, store, blobs, fixture, model):
+    # equal within the batching guarantee (tests/engine/batching.py), on the PNGs the worker stored
+    tiny = request.getfixturevalue(fixture)
+    engine = CountingEngine(tiny)
+    prompts = ["a fox", "a whale", "a frog", "a fox"]
+    jobs = [enqueue(store, model=model, prompt=p, seed=i) for i, p in enumerate(prompts)]
     assert make_runner(store, blobs, engine).run_once()
     assert engine.batches == [4]
     for job in jobs:
         done = store.get(job.id)
         assert done.state is JobState.SUCCEEDED
         [output] = done.outputs
-        single = engine22.run(job.request).images[0]
-        assert np.abs(png_pixels(blobs, output.key) - np.asarray(single, dtype=np.int16)).max() <= 1
+        single = np.asarray(tiny.run(job.request).images[0], dtype=np.int16)
+        assert_batching_guarantee(png_pixels(blobs, output.key), single)
 
 
 def test_incompatible_jobs_wait_for_their_own_batch(store, blobs, engine22):

@@ -2,7 +2,8 @@
 
 Differences from diffusers' prior pipeline, each for the server's sake:
 - rows of different requests share one batch, each with its own CFG negative text and its own
-  generator, so a batched row equals the same row run alone;
+  generator, so a batched row gets the noise and conditioning it would get alone (the result is
+  equal up to the kernels' batch-dependent rounding, see engine.run);
 - the zero-image embedding (the default negative, about 1 TFLOP of image encoder at full size)
   is computed once, and prompt encodings are kept in a small LRU cache;
 - a callback after every step reports progress and lets the caller cancel.
@@ -65,10 +66,13 @@ class PriorRunner:
         return out
 
     def encode_texts(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        missing = list(dict.fromkeys(t for t in texts if t not in self._texts))
-        if missing:
+        # One text a forward: kernels round differently at other batch sizes, so a text encoded with
+        # whichever others were missing at the time would give a lone job other bits after a restart
+        # than with a warm cache. Alone, an encoding depends on its text only; each is cached, so
+        # the text encoder runs once per new prompt, against 25 prior and 50 UNet steps per batch.
+        for text in dict.fromkeys(t for t in texts if t not in self._texts):
             tokens = self.parts.tokenizer(
-                missing,
+                [text],
                 padding="max_length",
                 max_length=self.parts.tokenizer.model_max_length,
                 truncation=True,
@@ -76,10 +80,7 @@ class PriorRunner:
             )
             out = self.parts.text_encoder(tokens.input_ids.to(self.device))
             mask = tokens.attention_mask.bool().to(self.device)
-            for i, text in enumerate(missing):
-                self._texts[text] = _TextEncoding(
-                    out.text_embeds[i : i + 1], out.last_hidden_state[i : i + 1], mask[i : i + 1]
-                )
+            self._texts[text] = _TextEncoding(out.text_embeds, out.last_hidden_state, mask)
         for text in texts:
             self._texts.move_to_end(text)
         encodings = [self._texts[t] for t in texts]

@@ -1,7 +1,11 @@
 """One execution of Engine.run_batch: the stages, and the bookkeeping of rows and cancellation.
 
 Every random draw of image i comes from its own generator, in a fixed order (prior noise, prior
-steps, decoder noise, decoder steps), so an image never depends on what shares its batch.
+steps, decoder noise, decoder steps), so what shares its batch never changes an image's noise or
+conditioning. It does change the arithmetic a little: CPU and GPU kernels pick their blocking, and so
+their summation order, by the batch's shape, which moves the pixels by float rounding. Running rows
+one by one would remove that and with it the batch's throughput; the guarantee users get instead is
+stated in docs/deployment.md ("Batching and reproducibility") and held by tests/engine/batching.py.
 """
 
 from __future__ import annotations
