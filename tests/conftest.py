@@ -65,13 +65,14 @@ def depth() -> bytes:
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """serve(**KS_env): a real `kandinsky-serve serve` for this test (tiny model, own data dir)."""
+    """serve(**KS_env): a real `kandinsky-serve serve` for this test (tiny model, own data dir);
+    `key=`: one created in the data dir before, which its probes then need."""
     from tests.server.conftest import start_server
 
     started: list[Server] = []
 
-    def start(**env: str) -> Server:
-        server = start_server(tmp_path / "data", **env)
+    def start(key: str | None = None, **env: str) -> Server:
+        server = start_server(tmp_path / "data", key, **env)
         started.append(server)
         return server
 

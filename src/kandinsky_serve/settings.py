@@ -52,12 +52,27 @@ class Settings(BaseSettings):
     max_queue: int = Field(default=1000, ge=1, description="queued jobs beyond which new work is refused (503)")
     require_keys: bool | None = Field(
         default=None,
-        description="require an API key; default: once any key exists, or when listening beyond 127.0.0.1",
+        description=(
+            "require an API key; default: once any key has been created (revoked ones too), or when listening "
+            "beyond 127.0.0.1; false accepts any key or none"
+        ),
+    )
+    public_probes: bool = Field(
+        default=False,
+        description="let /readyz and /metrics (worker pids, hosts, queue depth) answer without an API key where keys "
+        "are required; /healthz always does",
     )
     rate_limit_per_minute: int = Field(default=60, ge=0, description="jobs a key may submit a minute (0: no limit)")
     max_jobs_per_key: int = Field(default=10, ge=1, description="queued + running jobs a key may have at once")
     allow_private_urls: bool = Field(
         default=False, description="let input URLs and webhooks reach loopback, private and link-local addresses"
+    )
+    fetch_timeout_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        le=600,
+        description="overall deadline for fetching a request's input image URLs (every hop, lookup and byte), "
+        "and for one webhook delivery",
     )
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, description="largest request body accepted")
     max_input_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, description="largest input image accepted")

@@ -57,7 +57,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     key = create_key(keyed_dir)
     # each takes seconds to load its model; start them together
     with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = [pool.submit(start_server, open_dir), pool.submit(start_server, keyed_dir)]
+        futures = [pool.submit(start_server, open_dir), pool.submit(start_server, keyed_dir, key)]
     failed = next((f.exception() for f in futures if f.exception() is not None), None)
     started = [f.result() for f in futures if f.exception() is None]
     if failed is not None:

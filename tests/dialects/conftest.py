@@ -39,7 +39,7 @@ def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyedServ
     data_dir = tmp_path_factory.mktemp("keyed") / "data"
     alice = create_key(data_dir, "alice")
     bob = create_key(data_dir, "bob", credits=3)
-    server = start_server(data_dir, KS_ALLOW_PRIVATE_URLS="false")
+    server = start_server(data_dir, key=alice, KS_ALLOW_PRIVATE_URLS="false")
     yield KeyedServer(server, alice, bob)
     server.stop()
 

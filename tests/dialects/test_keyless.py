@@ -110,7 +110,7 @@ def test_revoking_the_last_key_leaves_keys_required_on_every_dialect(
 ) -> None:
     data_dir = tmp_path / "data"
     secret = create_key(data_dir, "only")
-    server = serve()
+    server = serve(secret)
     job_id = httpx.post(f"{server.url}/v1/jobs", json=NATIVE, headers={"x-api-key": secret}, timeout=30).json()["id"]
     assert _keys(data_dir, "revoke", key_id_of(secret)).strip() == f"revoked {key_id_of(secret)}"
 

@@ -43,7 +43,7 @@ def files_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FilesServ
     data_dir = tmp_path_factory.mktemp("files") / "data"
     alice, bob = create_key(data_dir, "alice"), create_key(data_dir, "bob")
     server = start_server(
-        data_dir, KS_MODEL="tiny-2.1", KS_ALLOW_PRIVATE_URLS="false", KS_MAX_INPUT_BYTES=str(MAX_INPUT)
+        data_dir, alice, KS_MODEL="tiny-2.1", KS_ALLOW_PRIVATE_URLS="false", KS_MAX_INPUT_BYTES=str(MAX_INPUT)
     )
     yield FilesServer(server, alice, bob)
     server.stop()

@@ -87,7 +87,7 @@ def test_seed_001_segmind_21_sdk(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     key = create_key(tmp_path / "data", "seed-001")
-    server = serve(KS_MODEL="tiny-2.1")
+    server = serve(key, KS_MODEL="tiny-2.1")
     monkeypatch.setenv("SEGMIND_API_KEY", key)
     monkeypatch.setattr(segmind_sdk, "_default_client", segmind_sdk.SegmindClient(base_url=f"{server.url}/v1"))
 

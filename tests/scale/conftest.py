@@ -71,9 +71,11 @@ class Cluster:
     def worker(self, name: str) -> Node:
         return self._start(name, ["worker", "--device", "cpu"])
 
-    def ready_workers(self, api: Node, count: int) -> list[dict]:
+    def ready_workers(self, api: Node, count: int, key: str | None = None) -> list[dict]:
+        headers = {"x-api-key": key} if key else {}  # /readyz needs a key once keys exist
+
         def ready() -> list[dict]:
-            workers = httpx.get(f"{api.url}/readyz", timeout=5).json()["workers"]
+            workers = httpx.get(f"{api.url}/readyz", headers=headers, timeout=5).json()["workers"]
             live = [w for w in workers if w["state"] in ("ready", "busy")]
             return live if len(live) >= count else []
 

@@ -75,7 +75,7 @@ def test_keys_created_against_redis_work_on_every_api_node(cluster):
     alice = created.stdout.strip().splitlines()[-1]
     first, second = cluster.api("api-1"), cluster.api("api-2")
     cluster.worker("worker-1")
-    cluster.ready_workers(first, 1)
+    cluster.ready_workers(first, 1, key=alice)
 
     assert httpx.post(f"{first.url}/v1/jobs", json=SMALL, timeout=30).status_code == 401
     job_id = submit(first, alice, **SMALL)

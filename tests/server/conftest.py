@@ -27,13 +27,18 @@ class Server:
     url: str
     data_dir: Path
     log: Path
+    key: str | None = None  # sent to /readyz, which needs one where keys are required
 
     @property
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30)
 
+    @property
+    def probe_headers(self) -> dict[str, str]:
+        return {"x-api-key": self.key} if self.key else {}
+
     def workers(self) -> list[dict]:
-        return httpx.get(f"{self.url}/readyz", timeout=10).json()["workers"]
+        return httpx.get(f"{self.url}/readyz", headers=self.probe_headers, timeout=10).json()["workers"]
 
     def kill(self) -> None:
         """SIGKILL the server and its workers at once, as a power cut would."""
@@ -60,7 +65,8 @@ def stop_group(process: subprocess.Popen[bytes], timeout: float) -> None:
             kill_group(process)
 
 
-def start_server(data_dir: Path, **env: str) -> Server:
+def start_server(data_dir: Path, key: str | None = None, **env: str) -> Server:
+    """`key`: one created in data_dir before the start (keys are then required, /readyz included)."""
     port = free_port()
     log = data_dir.parent / f"server-{port}.log"
     environment = {
@@ -80,13 +86,13 @@ def start_server(data_dir: Path, **env: str) -> Server:
         stderr=subprocess.STDOUT,
         start_new_session=True,  # its own process group, so kill() takes the workers too
     )
-    server = Server(process, f"http://127.0.0.1:{port}", data_dir, log)
+    server = Server(process, f"http://127.0.0.1:{port}", data_dir, log, key)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited: {log.read_text()[-3000:]}")
         try:
-            if httpx.get(f"{server.url}/readyz", timeout=2).status_code == 200:
+            if httpx.get(f"{server.url}/readyz", headers=server.probe_headers, timeout=2).status_code == 200:
                 return server
         except httpx.HTTPError:
             pass

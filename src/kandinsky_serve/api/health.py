@@ -1,15 +1,43 @@
-"""Liveness and readiness."""
+"""Liveness, readiness and metrics.
+
+`/readyz` and `/metrics` name worker pids, hosts, devices and the queue depth: where API keys are
+required they need one too, unless KS_PUBLIC_PROBES opens them (for probes and scrapers that cannot
+send a header). `/healthz` says only that the process is up, and is always open (liveness).
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse, Response
+from typing import Any
 
-from kandinsky_serve.api.state import State
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from kandinsky_serve.api.auth import authenticate
+from kandinsky_serve.api.errors import RETRY_AFTER_HEADER, NativeError, Responses, native_errors
+from kandinsky_serve.api.state import State, app_state
+from kandinsky_serve.domain.errors import ErrorCode
 from kandinsky_serve.domain.job import JobState
 from kandinsky_serve.metrics import CONTENT_TYPE
 
 router = APIRouter(tags=["native"])
+
+
+def probe_access(request: Request) -> None:
+    """A valid key where keys are required (authenticate knows when), unless probes are public."""
+    if not app_state(request).settings.public_probes:
+        authenticate(request)
+
+
+class Readiness(BaseModel):
+    ready: bool
+    model: str
+    store: str = Field(description="ok, or unreachable")
+    queue_depth: int
+    workers: list[dict[str, Any]] = Field(description="each worker: pid, host, device, state")
+
+
+_PROBE_ERRORS: Responses = native_errors(ErrorCode.UNAUTHORIZED, ErrorCode.UNAVAILABLE)
 
 
 @router.get("/healthz")
@@ -18,7 +46,19 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    dependencies=[Depends(probe_access)],
+    response_model=Readiness,
+    responses={
+        **_PROBE_ERRORS,
+        503: {
+            "model": Readiness | NativeError,
+            "description": "Not ready (no worker has its model loaded, or the store does not answer)",
+            "headers": RETRY_AFTER_HEADER,
+        },
+    },
+)
 def readyz(state: State) -> JSONResponse:
     """Ready when the store answers and at least one worker has its model loaded."""
     workers = state.workers.status() if state.workers is not None else []
@@ -38,7 +78,15 @@ def readyz(state: State) -> JSONResponse:
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
-@router.get("/metrics", include_in_schema=False)
+@router.get(
+    "/metrics",
+    dependencies=[Depends(probe_access)],
+    response_class=Response,
+    responses={
+        200: {"description": "Prometheus text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}},
+        **_PROBE_ERRORS,
+    },
+)
 def metrics(state: State) -> Response:
     """Prometheus metrics: queue depth, jobs by state, step and batch latency, images, batch sizes."""
     if state.metrics is None:

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from fastapi import Request
+from pydantic import BaseModel
 
 from kandinsky_serve.domain.errors import invalid
 
@@ -31,3 +32,24 @@ def parse_object(raw: bytes, *, empty_is: dict[str, Any] | None = None) -> dict[
 
 async def read_object(request: Request, *, empty_is: dict[str, Any] | None = None) -> dict[str, Any]:
     return parse_object(await request.body(), empty_is=empty_is)
+
+
+def openapi_body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
+    """`openapi_extra` declaring such a body: the JSON schema of a pydantic model that describes it to
+    clients (and fuzzers) but never parses it, so errors stay in the dialect's shape. Self-contained:
+    nested models are written in place, as an operation cannot add to the document's components.
+    `required=False` where an empty body stands for `{}`."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(definitions[ref.removeprefix("#/$defs/")])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        return node
+
+    return {"requestBody": {"required": required, "content": {"application/json": {"schema": inline(schema)}}}}

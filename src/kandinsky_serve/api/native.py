@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import anyio
@@ -11,9 +12,11 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
 from kandinsky_serve.api.auth import CallerDep, Owner
-from kandinsky_serve.api.errors import not_found
+from kandinsky_serve.api.errors import ON_READ, ON_SUBMIT, native_errors, not_found
+from kandinsky_serve.api.idempotency import idempotency_key
 from kandinsky_serve.api.state import Service, State
 from kandinsky_serve.api.urls import file_url, valid_signature
+from kandinsky_serve.domain.errors import ErrorCode
 from kandinsky_serve.domain.events import ProgressEvent
 from kandinsky_serve.domain.job import Job
 from kandinsky_serve.domain.request import GenerationRequest
@@ -47,18 +50,19 @@ def job_view(request: Request, job: Job, service: JobService | None = None) -> d
     }
 
 
-@router.post("/jobs", status_code=201)
+@router.post("/jobs", status_code=201, responses=native_errors(*ON_SUBMIT))
 async def create_job(
     body: GenerationRequest, request: Request, service: Service, caller: CallerDep, wait: float = 0
 ) -> dict[str, Any]:
     """Queue a generation. With `?wait=N` the response waits up to N seconds for the result."""
-    job = await anyio.to_thread.run_sync(service.submit, body, caller)
+    submit = partial(service.submit, idempotency_key=idempotency_key(request))
+    job = await anyio.to_thread.run_sync(submit, body, caller)
     if wait > 0:
         job = await service.wait(job.id, caller.owner, min(wait, 600))
     return job_view(request, job, service)
 
 
-@router.get("/jobs/{job_id}")
+@router.get("/jobs/{job_id}", responses=native_errors(*ON_READ))
 def get_job(job_id: str, request: Request, service: Service, owner: Owner) -> dict[str, Any]:
     """The job, with its log lines (batching, progress in tqdm style)."""
     view = job_view(request, service.get(job_id, owner), service)
@@ -66,7 +70,7 @@ def get_job(job_id: str, request: Request, service: Service, owner: Owner) -> di
     return view
 
 
-@router.get("/jobs")
+@router.get("/jobs", responses=native_errors(*ON_READ, ErrorCode.INVALID_INPUT))  # limit, cursor
 def list_jobs(
     request: Request, service: Service, owner: Owner, cursor: str | None = None, limit: int = 50
 ) -> dict[str, Any]:
@@ -74,13 +78,23 @@ def list_jobs(
     return {"jobs": [job_view(request, job) for job in page.jobs], "next_cursor": page.next_cursor}
 
 
-@router.post("/jobs/{job_id}/cancel")
+@router.post("/jobs/{job_id}/cancel", responses=native_errors(*ON_READ))
 def cancel_job(job_id: str, request: Request, service: Service, owner: Owner) -> dict[str, Any]:
     """Cancel: a queued job at once, a running one at its next step."""
     return job_view(request, service.cancel(job_id, owner), service)
 
 
-@router.get("/jobs/{job_id}/events")
+@router.get(
+    "/jobs/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "progress events, then done",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **native_errors(*ON_READ),
+    },
+)
 async def job_events(job_id: str, request: Request, service: Service, owner: Owner) -> StreamingResponse:
     """Server-sent events: `progress` at every step (now and then with a `preview` image as a data
     URI), then one `done` with the final job."""
@@ -108,7 +122,19 @@ async def job_events(job_id: str, request: Request, service: Service, owner: Own
 
 
 # only outputs/...: the rest of /v1/files is Replicate's files API (replicate/files.py)
-@router.get("/files/outputs/{rest:path}")
+@router.get(
+    "/files/outputs/{rest:path}",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "the image",
+            "content": {
+                f"image/{kind}": {"schema": {"type": "string", "format": "binary"}} for kind in ("webp", "jpeg", "png")
+            },
+        },
+        **native_errors(ErrorCode.NOT_FOUND, ErrorCode.INVALID_INPUT, ErrorCode.UNAVAILABLE),
+    },
+)
 def get_file(rest: str, state: State, expires: int = 0, sig: str = "") -> Response:
     """An output, through the signed link a job handed out (no API key needed; it expires)."""
     key = f"outputs/{rest}"

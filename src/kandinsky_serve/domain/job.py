@@ -6,6 +6,7 @@ job is retried. Terminal states are final. Every store asserts transitions throu
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from datetime import UTC, datetime
@@ -50,13 +51,26 @@ _ALLOWED: dict[JobState, frozenset[JobState]] = {
 }
 
 
+_ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+
+
 def new_job_id() -> str:
     """26 lowercase base32 characters, time-ordered (so ids sort by creation), like Replicate's."""
     stamp = time.time_ns() // 1_000_000
-    raw = stamp.to_bytes(6, "big") + os.urandom(10)
-    alphabet = "0123456789abcdefghjkmnpqrstvwxyz"
+    return _id_text(stamp.to_bytes(6, "big") + os.urandom(10))
+
+
+def idempotent_job_id(owner: str, idempotency_key: str) -> str:
+    """The id of the job an owner's Idempotency-Key names: the same for every retry, so the stores'
+    "enqueue of an existing id changes nothing" is what makes one job of concurrent retries. In the
+    format of new_job_id (not time-ordered; lists order by created_at first)."""
+    digest = hashlib.sha256(f"{len(owner)}:{owner}:{idempotency_key}".encode()).digest()
+    return _id_text(digest[:16])
+
+
+def _id_text(raw: bytes) -> str:
     value = int.from_bytes(raw, "big")
-    return "".join(alphabet[(value >> (5 * i)) & 31] for i in reversed(range(26)))
+    return "".join(_ID_ALPHABET[(value >> (5 * i)) & 31] for i in reversed(range(26)))
 
 
 def utcnow() -> datetime:
@@ -118,6 +132,9 @@ class Job(BaseModel):
     data_removed: bool = False
     # what a dialect needs to render the job later (Replicate version, webhook, ...); opaque here
     meta: dict[str, Any] = Field(default_factory=dict)
+    # for a job made with an Idempotency-Key: a digest of the request as the caller sent it (before
+    # the server drew a seed), which a retry with the same key must match; None otherwise
+    fingerprint: str | None = None
 
     @property
     def batch_key(self) -> str:

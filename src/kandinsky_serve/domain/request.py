@@ -105,6 +105,18 @@ class GenerationRequest(BaseModel):
     output_format: OutputFormat = OutputFormat.WEBP
     output_quality: int = Field(default=80, ge=1, le=100)
 
+    @field_validator(
+        "width", "height", "num_images", "steps", "prior_steps", "seed", "output_quality",
+        "guidance_scale", "prior_guidance_scale", "strength",
+        mode="before",
+    )  # fmt: skip
+    @classmethod
+    def _not_a_boolean(cls, value: Any) -> Any:
+        # pydantic reads true as 1: a caller's mistake (a shifted field, a checkbox), not a number
+        if isinstance(value, bool):
+            raise ValueError("must be a number, not true or false")
+        return value
+
     @field_validator("image", "mask", "hint")
     @classmethod
     def _decodable(cls, value: bytes | None) -> bytes | None:

@@ -20,20 +20,38 @@ several uses seed + i. `input` stays as sent.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
 
 from kandinsky_serve.api.auth import CallerDep, Owner
-from kandinsky_serve.api.errors import error_headers, register_renderer
-from kandinsky_serve.api.json_body import read_object
+from kandinsky_serve.api.errors import (
+    ON_READ,
+    ON_SUBMIT,
+    Responses,
+    error_headers,
+    error_responses,
+    register_renderer,
+)
+from kandinsky_serve.api.idempotency import idempotency_key
+from kandinsky_serve.api.json_body import openapi_body, read_object
 from kandinsky_serve.api.state import Service
 from kandinsky_serve.api.urls import base_url, file_url
-from kandinsky_serve.domain.errors import ErrorCode, ServeError, invalid
+from kandinsky_serve.domain.errors import HTTP_STATUS, ErrorCode, ServeError, invalid
 from kandinsky_serve.domain.job import Job, JobState
-from kandinsky_serve.domain.request import GenerationRequest
+from kandinsky_serve.domain.request import (
+    MAX_IMAGES,
+    MAX_PROMPT_CHARS,
+    MAX_SEED,
+    MAX_SIDE,
+    MAX_STEPS,
+    MIN_SIDE,
+    GenerationRequest,
+)
+from kandinsky_serve.engine.schedulers import OFFERED
 from kandinsky_serve.engine.sources import Family
 from kandinsky_serve.service import JobService
 
@@ -95,6 +113,55 @@ def render_error(error: ServeError) -> Response:
 register_renderer("eachlabs", render_error)
 
 
+class EachlabsError(BaseModel):
+    """Eachlabs' errors: one sentence, naming `input.<name>` when an input is wrong."""
+
+    error: str
+
+
+def eachlabs_errors(*codes: ErrorCode) -> Responses:
+    return error_responses(EachlabsError, lambda code: _HTTP.get(code, HTTP_STATUS[code]), codes)
+
+
+# for the OpenAPI document only: `create` reads the JSON itself, so errors keep Eachlabs' shape.
+# Numbers may be text, as the vendor's own example sends them ("512"); "" and null mean "not set".
+_Text = Annotated[str, Field(pattern=r"^\s*([+-]?\d+(\.\d*)?)?\s*$")]
+_Side = Annotated[int, Field(ge=MIN_SIDE, le=MAX_SIDE)] | _Text | None
+_Steps = Annotated[int, Field(ge=1, le=MAX_STEPS)] | _Text | None
+_Scale = Annotated[float, Field(ge=0, le=50)] | _Text | None
+_Prompt = Annotated[str, Field(max_length=MAX_PROMPT_CHARS)] | None
+
+
+class EachlabsInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: _Prompt = None
+    negative_prompt: _Prompt = None
+    width: _Side = Field(default=None, description="default 512")
+    height: _Side = Field(default=None, description="default 512")
+    num_outputs: Annotated[int, Field(ge=1, le=MAX_IMAGES)] | _Text | None = None
+    num_inference_steps: _Steps = Field(default=None, description="default 75")
+    num_inference_steps_prior: _Steps = Field(default=None, description="default 25")
+    guidance_scale: _Scale = None
+    prior_guidance_scale: _Scale = None
+    scheduler: str | None = Field(default=None, description=f"2.2: {', '.join(OFFERED[Family.K22])}")
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] | _Text | None = Field(default=None, description="null: random")
+    # in OpenAI's order: typing caches equal Literal unions, so another order would leak into its schema
+    output_format: Literal["png", "jpeg", "webp"] | None = Field(default=None, description="default webp")
+    enable_safety_checker: Any = Field(default=None, description="accepted and ignored")
+
+
+class EachlabsPrediction(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: Literal["kandinsky-2.2", "kandinsky-2.1"] = Field(description="the one this server runs")
+    version: Any = Field(default=None, description="ignored (deprecated by Eachlabs)")
+    input: EachlabsInput | None = None
+    webhook_url: Any = Field(default=None, description="accepted and ignored (Eachlabs sends webhooks for workflows)")
+    webhook_secret: Any = Field(default=None, description="accepted and ignored")
+    fallback_selector: Any = Field(default=None, description="accepted and ignored")
+
+
 def to_request(body: dict[str, Any], service: JobService) -> GenerationRequest:
     model = body.get("model")
     if not model:
@@ -119,16 +186,20 @@ def to_request(body: dict[str, Any], service: JobService) -> GenerationRequest:
     return GenerationRequest.parse(fields)
 
 
-@router.post("/v1/prediction/")
+_CREATE_ERRORS = eachlabs_errors(*ON_SUBMIT, ErrorCode.NOT_FOUND)  # NOT_FOUND: a model not served here
+
+
+@router.post("/v1/prediction/", responses=_CREATE_ERRORS, openapi_extra=openapi_body(EachlabsPrediction))
 @router.post("/v1/prediction", include_in_schema=False)
 async def create(request: Request, service: Service, caller: CallerDep) -> dict[str, Any]:
     """Queue a prediction; poll GET /v1/prediction/{predictionID} until success or error."""
     body = await read_object(request)
+    once = idempotency_key(request)
 
     def queue() -> Job:
         generation = to_request(body, service)
         meta = {"dialect": "eachlabs", "model": body["model"], "input": body.get("input") or {}}
-        return service.submit(generation, caller, meta=meta)
+        return service.submit(generation, caller, meta=meta, idempotency_key=once)
 
     job = await anyio.to_thread.run_sync(queue)
     return {"status": "success", "message": "Prediction created successfully", "predictionID": job.id}
@@ -169,12 +240,12 @@ def _found(service: JobService, prediction_id: str, owner: str) -> Job:
         raise
 
 
-@router.get("/v1/prediction/{prediction_id}")
+@router.get("/v1/prediction/{prediction_id}", responses=eachlabs_errors(*ON_READ))
 def get(prediction_id: str, request: Request, service: Service, owner: Owner) -> dict[str, Any]:
     return _view(request, _found(service, prediction_id, owner))
 
 
-@router.post("/v1/prediction/{prediction_id}/cancel")
+@router.post("/v1/prediction/{prediction_id}/cancel", responses=eachlabs_errors(*ON_READ))
 def cancel(prediction_id: str, request: Request, service: Service, owner: Owner) -> dict[str, Any]:
     _found(service, prediction_id, owner)
     return _view(request, service.cancel(prediction_id, owner))

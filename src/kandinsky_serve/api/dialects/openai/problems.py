@@ -9,8 +9,9 @@ caller's time nor queues the same work twice.
 from __future__ import annotations
 
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 
-from kandinsky_serve.api.errors import error_headers
+from kandinsky_serve.api.errors import Responses, error_headers, error_responses
 from kandinsky_serve.domain.errors import ErrorCode, ServeError
 
 # code -> (HTTP status, OpenAI error type, OpenAI error code)
@@ -68,3 +69,20 @@ def render_error(error: ServeError) -> Response:
     if error.code in _NO_RETRY:
         headers["x-should-retry"] = "false"
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str
+
+
+class OpenAIError(BaseModel):
+    """OpenAI's error envelope."""
+
+    error: OpenAIErrorDetail
+
+
+def openai_errors(*codes: ErrorCode) -> Responses:
+    return error_responses(OpenAIError, lambda code: _WIRE.get(code, (500, "", ""))[0], codes)

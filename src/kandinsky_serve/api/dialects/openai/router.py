@@ -13,17 +13,19 @@ from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import APIRouter, File, Form, Request, UploadFile
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
 from kandinsky_serve.api.auth import Caller, CallerDep
 from kandinsky_serve.api.dialects.openai import translate
+from kandinsky_serve.api.dialects.openai.problems import openai_errors
 from kandinsky_serve.api.dialects.openai.translate import Common, ResponseFormat
 from kandinsky_serve.api.disconnect import client_gone
+from kandinsky_serve.api.errors import ON_RUN, ON_SUBMIT
 from kandinsky_serve.api.state import Service
 from kandinsky_serve.api.urls import file_url
 from kandinsky_serve.domain.errors import ErrorCode, ServeError, invalid
 from kandinsky_serve.domain.job import Job, JobState
-from kandinsky_serve.domain.request import MAX_IMAGES, GenerationRequest
+from kandinsky_serve.domain.request import MAX_IMAGES, MAX_SEED, GenerationRequest
 from kandinsky_serve.service import JobService
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,19 @@ router = APIRouter(prefix="/v1/images", tags=["openai"])
 
 # the openai SDK's own default timeout; a caller that waits longer than this has set its own
 WAIT_SECONDS = 600.0
+
+
+def _not_a_boolean(value: object) -> object:
+    if isinstance(value, bool):  # pydantic would read true as 1: a caller's mistake, not a number
+        raise ValueError("Input should be a valid integer, not a boolean")
+    return value
+
+
+NOT_A_BOOLEAN = BeforeValidator(_not_a_boolean)  # after an int's Field(...), which it wraps
+
+# 64 to 2048, written out for the schema
+_SIDE = "(6[4-9]|[7-9][0-9]|[1-9][0-9]{2}|1[0-9]{3}|20[0-3][0-9]|204[0-8])"
+SIZE_PATTERN = rf"^\s*{_SIDE}\s*[xX×]\s*{_SIDE}\s*$|^\s*[aA][uU][tT][oO]\s*$"
 
 Quality = Literal["auto", "low", "medium", "high", "standard", "hd", "xhigh", "max"]
 ImageFormat = Literal["png", "jpeg", "webp"]
@@ -45,18 +60,29 @@ class GenerationBody(BaseModel):
 
     prompt: str = Field(description="what to draw")
     model: str | None = Field(default=None, description="any name is accepted; the server's model runs")
-    n: int | None = Field(default=None, ge=1, le=MAX_IMAGES)
-    size: str | None = Field(default=None, description="WIDTHxHEIGHT (64 to 2048 a side) or auto (1024x1024)")
+    n: Annotated[int, Field(ge=1, le=MAX_IMAGES), NOT_A_BOOLEAN] | None = None
+    size: str | None = Field(
+        default=None,
+        description="WIDTHxHEIGHT (64 to 2048 a side) or auto (1024x1024)",
+        json_schema_extra={"pattern": SIZE_PATTERN},  # documented only: translate.parse_size checks it
+    )
     quality: Quality | None = Field(default=None, description="decoder steps: low 25, medium 50, high 100")
     response_format: ResponseFormat | None = None
     output_format: ImageFormat | None = None
-    output_compression: int | None = Field(default=None, ge=0, le=100)
+    output_compression: Annotated[int, Field(ge=0, le=100), NOT_A_BOOLEAN] | None = None
     style: str | None = Field(default=None, description="accepted and ignored")
     background: str | None = Field(default=None, description="accepted; outputs are always opaque")
     moderation: str | None = Field(default=None, description="accepted and ignored")
     user: str | None = Field(default=None, description="accepted and ignored")
-    stream: bool | None = Field(default=None, description="only false: partial images are not streamed")
-    seed: int | None = Field(default=None, ge=0, description="extension: image i uses seed + i")
+    # strict: `"stream": 0` is not a boolean, and reading it as false would hide the caller's mistake
+    stream: StrictBool | None = Field(
+        default=None,
+        description="only false: partial images are not streamed",
+        json_schema_extra={"enum": [False, None]},  # documented only: translate refuses true, saying why
+    )
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED), NOT_A_BOOLEAN] | None = Field(
+        default=None, description="extension: image i uses seed + i"
+    )
     negative_prompt: str | None = Field(default=None, description="extension: what to steer away from")
 
 
@@ -76,7 +102,11 @@ class ImagesResponse(BaseModel):
     quality: str | None = None
 
 
-@router.post("/generations", response_model=ImagesResponse, response_model_exclude_none=True)
+# NOT_FOUND: an image removed (by a retention of seconds) before it could be sent
+_ERRORS = openai_errors(*ON_SUBMIT, *ON_RUN, ErrorCode.NOT_FOUND)
+
+
+@router.post("/generations", response_model=ImagesResponse, response_model_exclude_none=True, responses=_ERRORS)
 async def generations(body: GenerationBody, request: Request, service: Service, caller: CallerDep) -> dict[str, Any]:
     """Create images from a prompt (OpenAI `images.generate`)."""
     if body.model_extra:
@@ -86,7 +116,7 @@ async def generations(body: GenerationBody, request: Request, service: Service, 
     return await _run(request, service, caller, canonical, params)
 
 
-@router.post("/edits", response_model=ImagesResponse, response_model_exclude_none=True)
+@router.post("/edits", response_model=ImagesResponse, response_model_exclude_none=True, responses=_ERRORS)
 async def edits(
     request: Request,
     service: Service,

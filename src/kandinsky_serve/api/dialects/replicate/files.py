@@ -21,6 +21,8 @@ from fastapi.responses import JSONResponse, Response
 
 from kandinsky_serve.api.auth import CallerDep, Owner
 from kandinsky_serve.api.dialects.replicate.pages import PAGE_SIZE, links
+from kandinsky_serve.api.dialects.replicate.problems import replicate_errors
+from kandinsky_serve.api.errors import ON_READ
 from kandinsky_serve.api.inputs import LocalFiles
 from kandinsky_serve.api.state import app_state
 from kandinsky_serve.api.urls import base_url, valid_signature
@@ -81,7 +83,13 @@ def _name(filename: str | None, content: UploadFile) -> str:
     return name
 
 
-@router.post("/files", status_code=201)
+@router.post(
+    "/files",
+    status_code=201,
+    responses=replicate_errors(
+        ErrorCode.INVALID_INPUT, ErrorCode.UNAUTHORIZED, ErrorCode.PAYLOAD_TOO_LARGE, ErrorCode.UNAVAILABLE
+    ),
+)
 async def create_file(
     request: Request,
     owner: Owner,
@@ -106,7 +114,9 @@ async def create_file(
     return JSONResponse(view, status_code=201, headers={"Location": view["urls"]["get"]})
 
 
-@router.get("/files")
+@router.get(
+    "/files", responses=replicate_errors(ErrorCode.UNAUTHORIZED, ErrorCode.INVALID_INPUT, ErrorCode.UNAVAILABLE)
+)
 def list_files(request: Request, owner: Owner, cursor: str | None = None, history: str | None = None) -> dict[str, Any]:
     """The caller's files, newest first, 100 a page."""
     page = file_service(request).list(owner, limit=PAGE_SIZE, cursor=cursor)
@@ -115,19 +125,29 @@ def list_files(request: Request, owner: Owner, cursor: str | None = None, histor
     return {"next": following, "previous": previous, "results": [file_json(f, base) for f in page.files]}
 
 
-@router.get("/files/{file_id}")
+@router.get("/files/{file_id}", responses=replicate_errors(*ON_READ))
 def get_file(file_id: str, request: Request, owner: Owner) -> dict[str, Any]:
     return file_json(file_service(request).get(file_id, owner), base_url(request))
 
 
-@router.get("/files/{file_id}/download")
+@router.get(
+    "/files/{file_id}/download",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "the file, with its content type",
+            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        **replicate_errors(*ON_READ),
+    },
+)
 def download_file(file_id: str, request: Request, owner: Owner) -> Response:
     """The file's bytes, for its owner's key."""
     file, data = file_service(request).content(file_id, owner)
     return Response(data, media_type=file.content_type, headers={"ETag": f'"{file.md5}"'})
 
 
-@router.delete("/files/{file_id}", status_code=204)
+@router.delete("/files/{file_id}", status_code=204, responses=replicate_errors(*ON_READ))
 def delete_file(file_id: str, request: Request, caller: CallerDep) -> Response:
     file_service(request).delete(file_id, caller.owner)
     return Response(status_code=204)

@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 
-from kandinsky_serve.api.errors import error_headers
-from kandinsky_serve.domain.errors import ErrorCode, ServeError
+from kandinsky_serve.api.errors import Responses, error_headers, error_responses
+from kandinsky_serve.domain.errors import HTTP_STATUS, ErrorCode, ServeError
 
 _TITLES = {
     ErrorCode.INVALID_INPUT: "Input validation failed",
@@ -47,3 +48,22 @@ def render_error(error: ServeError) -> Response:
     else:
         body["detail"] = _detail(error)
     return JSONResponse(body, status_code=status, headers=error_headers(error))
+
+
+class InvalidField(BaseModel):
+    type: str
+    field: str
+    description: str
+
+
+class ReplicateProblem(BaseModel):
+    """RFC 7807 problem details, as Replicate sends them (`invalid_fields` on input errors)."""
+
+    title: str
+    status: int
+    detail: str
+    invalid_fields: list[InvalidField] | None = None
+
+
+def replicate_errors(*codes: ErrorCode) -> Responses:
+    return error_responses(ReplicateProblem, HTTP_STATUS.__getitem__, codes)

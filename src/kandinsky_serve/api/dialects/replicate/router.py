@@ -19,8 +19,12 @@ from kandinsky_serve.api.auth import Caller, CallerDep, Owner
 from kandinsky_serve.api.dialects.replicate import schemas, translate
 from kandinsky_serve.api.dialects.replicate.files import local_files
 from kandinsky_serve.api.dialects.replicate.pages import PAGE_SIZE, links
+from kandinsky_serve.api.dialects.replicate.problems import replicate_errors
 from kandinsky_serve.api.dialects.replicate.signing import secret_for
 from kandinsky_serve.api.dialects.replicate.webhooks import EVENTS, NODE
+from kandinsky_serve.api.errors import ON_READ, ON_SUBMIT
+from kandinsky_serve.api.fetch import run_with_fetches
+from kandinsky_serve.api.idempotency import idempotency_key
 from kandinsky_serve.api.inputs import check_public_url
 from kandinsky_serve.api.state import Service
 from kandinsky_serve.api.urls import base_url, file_url
@@ -84,6 +88,7 @@ def _submit(
     delivery: translate.Delivery,
 ) -> Job:
     schemas.check_served(model, service.model.family, service.model.id)
+    once = idempotency_key(request)
     meta = {
         "dialect": "replicate",
         "model": model.ref,
@@ -99,7 +104,7 @@ def _submit(
     local = local_files(request, caller.owner)
     generation = translate.to_request(model, body.get("input"), service.settings, local)
     try:
-        return service.submit(generation, caller, meta=meta)
+        return service.submit(generation, caller, meta=meta, idempotency_key=once)
     except ServeError as exc:
         raise translate.renamed(exc, model) from None
 
@@ -122,7 +127,7 @@ async def _create(
     wait = translate.wait_seconds(prefer)
     deadline = translate.duration_seconds(cancel_after) if cancel_after else None
     delivery = translate.Delivery.for_create(wait, base_url(request))
-    job = await anyio.to_thread.run_sync(_submit, model, body, request, service, caller, deadline, delivery)
+    job = await run_with_fetches(service.settings, _submit, model, body, request, service, caller, deadline, delivery)
     if deadline is not None:
         # in memory only: a deadline pending when the process stops is not enforced after a restart
         timer = asyncio.create_task(_cancel_after(service, job, deadline))
@@ -136,7 +141,19 @@ async def _create(
     return JSONResponse(view, status_code=202 if pending else 201, headers=headers)
 
 
-@router.post("/predictions")
+_LOCATION = {"Location": {"description": "the prediction's URL", "required": True, "schema": {"type": "string"}}}
+_CREATED = {
+    201: {"description": "created (or finished, with `Prefer: wait`)", "headers": _LOCATION},
+    202: {
+        "description": "with `Prefer: wait`: not finished in time; poll its URL",
+        "headers": _LOCATION,
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    },
+    **replicate_errors(*ON_SUBMIT, ErrorCode.NOT_FOUND),  # NOT_FOUND: a model not served here
+}
+
+
+@router.post("/predictions", status_code=201, responses=_CREATED)
 async def create_prediction(
     body: dict[str, Any],
     request: Request,
@@ -153,7 +170,7 @@ async def create_prediction(
     return await _create(model, body, request, service, caller, prefer, cancel_after)
 
 
-@router.post("/models/{owner}/{name}/predictions")
+@router.post("/models/{owner}/{name}/predictions", status_code=201, responses=_CREATED)
 async def create_model_prediction(
     owner: str,
     name: str,
@@ -169,7 +186,7 @@ async def create_model_prediction(
     return await _create(model, body, request, service, caller, prefer, cancel_after)
 
 
-@router.get("/predictions")
+@router.get("/predictions", responses=replicate_errors(*ON_READ, ErrorCode.INVALID_INPUT))  # cursor
 def list_predictions(
     request: Request, service: Service, owner: Owner, cursor: str | None = None, history: str | None = None
 ) -> dict[str, Any]:
@@ -181,12 +198,12 @@ def list_predictions(
     return {"next": following, "previous": previous, "results": results}
 
 
-@router.get("/predictions/{prediction_id}")
+@router.get("/predictions/{prediction_id}", responses=replicate_errors(*ON_READ))
 def get_prediction(prediction_id: str, request: Request, service: Service, owner: Owner) -> dict[str, Any]:
     return render(request, service, service.get(prediction_id, owner))
 
 
-@router.post("/predictions/{prediction_id}/cancel")
+@router.post("/predictions/{prediction_id}/cancel", responses=replicate_errors(*ON_READ))
 def cancel_prediction(prediction_id: str, request: Request, service: Service, owner: Owner) -> dict[str, Any]:
     """Cancel; a finished prediction is returned as it is."""
     return render(request, service, service.cancel(prediction_id, owner))
@@ -198,18 +215,18 @@ def _served(owner: str, name: str, service: JobService) -> schemas.ReplicateMode
     return model
 
 
-@router.get("/models/{owner}/{name}")
+@router.get("/models/{owner}/{name}", responses=replicate_errors(*ON_READ))
 def get_model(owner: str, name: str, request: Request, service: Service, _: Owner) -> dict[str, Any]:
     return schemas.model_json(_served(owner, name, service), base_url(request))
 
 
-@router.get("/models/{owner}/{name}/versions")
+@router.get("/models/{owner}/{name}/versions", responses=replicate_errors(*ON_READ))
 def list_versions(owner: str, name: str, service: Service, _: Owner) -> dict[str, Any]:
     model = _served(owner, name, service)
     return {"next": None, "previous": None, "results": [schemas.version_json(model)]}
 
 
-@router.get("/models/{owner}/{name}/versions/{version_id}")
+@router.get("/models/{owner}/{name}/versions/{version_id}", responses=replicate_errors(*ON_READ))
 def get_version(owner: str, name: str, version_id: str, service: Service, _: Owner) -> dict[str, Any]:
     model = _served(owner, name, service)
     if version_id != model.version:
@@ -217,7 +234,7 @@ def get_version(owner: str, name: str, version_id: str, service: Service, _: Own
     return schemas.version_json(model)
 
 
-@router.get("/webhooks/default/secret")
+@router.get("/webhooks/default/secret", responses=replicate_errors(ErrorCode.UNAUTHORIZED, ErrorCode.UNAVAILABLE))
 def webhook_secret(caller: CallerDep, service: Service) -> dict[str, str]:
     """The caller's signing secret: each caller verifies with its own, so none can forge another's."""
     return {"key": secret_for(service.settings, caller.owner)}

@@ -25,11 +25,10 @@ from fastapi import Request
 from kandinsky_serve.api.dialects.replicate.schemas import for_family
 from kandinsky_serve.api.dialects.replicate.signing import secret_for, signature
 from kandinsky_serve.api.dialects.replicate.translate import prediction
-from kandinsky_serve.api.inputs import check_public_url
 from kandinsky_serve.api.state import AppState
 from kandinsky_serve.api.urls import file_url
-from kandinsky_serve.domain.errors import ServeError
 from kandinsky_serve.domain.job import Job
+from kandinsky_serve.net import pinned
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +72,8 @@ NODE = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
 
 
 class Deliverer:
-    def __init__(self, state: AppState, client: httpx.AsyncClient) -> None:
+    def __init__(self, state: AppState) -> None:
         self.state = state
-        self.client = client
         self.progress: defaultdict[str, _Progress] = defaultdict(_Progress)
         self.tasks: set[asyncio.Task[None]] = set()
         # a job is reported terminal more than once (a cancel, then the worker's stop); send once
@@ -140,12 +138,7 @@ class Deliverer:
         return json.dumps(view).encode()
 
     async def _send(self, url: str, message_id: str, secret: str, body: bytes) -> bool:
-        try:
-            # checked again at delivery: the name may resolve elsewhere now than when it was given
-            await anyio.to_thread.run_sync(check_public_url, url, "webhook", self.state.settings)
-        except ServeError as exc:
-            log.warning("webhook to %s refused: %s", url, exc.message)
-            return True  # retrying cannot help
+        settings = self.state.settings
         stamp = int(time.time())
         headers = {
             "content-type": "application/json",
@@ -154,11 +147,21 @@ class Deliverer:
             "webhook-signature": signature(secret, message_id, stamp, body),
         }
         try:
-            response = await self.client.post(url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
+            with anyio.fail_after(settings.fetch_timeout_seconds):
+                # resolved and checked at every delivery (the name may point elsewhere now than when it
+                # was given), and sent to the address checked, never to a second lookup of the name
+                to = await pinned.target(url, settings.allow_private_urls)
+                async with (
+                    pinned.client(settings.fetch_timeout_seconds) as http,
+                    pinned.stream(http, "POST", to, headers=headers, content=body) as response,
+                ):
+                    return response.is_success
+        except pinned.Refused as exc:
+            log.warning("webhook to %s refused: %s", url, exc)
+            return True  # retrying cannot help
+        except (httpx.HTTPError, TimeoutError) as exc:
             log.info("webhook to %s failed: %s", url, type(exc).__name__)
             return False
-        return response.is_success
 
 
 def ours(state: AppState, job: Job) -> bool:
@@ -170,15 +173,14 @@ def ours(state: AppState, job: Job) -> bool:
 
 async def deliver_webhooks(state: AppState) -> None:
     queue = state.notifier.subscribe()
-    # Replicate does not follow redirects when delivering, so neither do we
-    async with httpx.AsyncClient(timeout=10.0, follow_redirects=False) as client:
-        deliverer = Deliverer(state, client)
-        try:
-            while True:
-                job_id = await queue.get()
-                job = await anyio.to_thread.run_sync(state.service.store.get, job_id)
-                if job is not None and job.meta.get("dialect") == "replicate" and ours(state, job):
-                    await deliverer.on_change(job)
-        finally:
-            for task in list(deliverer.tasks):
-                task.cancel()
+    # Replicate does not follow redirects when delivering, so neither do we (pinned clients never do)
+    deliverer = Deliverer(state)
+    try:
+        while True:
+            job_id = await queue.get()
+            job = await anyio.to_thread.run_sync(state.service.store.get, job_id)
+            if job is not None and job.meta.get("dialect") == "replicate" and ours(state, job):
+                await deliverer.on_change(job)
+    finally:
+        for task in list(deliverer.tasks):
+            task.cancel()

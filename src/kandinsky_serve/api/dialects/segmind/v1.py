@@ -20,10 +20,12 @@ import anyio
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
+from kandinsky_serve.api.dialects.segmind.bodies import request_body
 from kandinsky_serve.api.dialects.segmind.slugs import SLUGS, flag, to_request
 from kandinsky_serve.api.dialects.segmind.v2 import metrics
-from kandinsky_serve.api.dialects.segmind.wire import SegmindCaller, json_body, router
+from kandinsky_serve.api.dialects.segmind.wire import SegmindCaller, json_body, router, segmind_responses
 from kandinsky_serve.api.disconnect import client_gone
+from kandinsky_serve.api.errors import ON_RUN, ON_SUBMIT
 from kandinsky_serve.api.fetch import run_with_fetches
 from kandinsky_serve.api.state import app_state
 from kandinsky_serve.blobs.protocol import Blob
@@ -83,6 +85,16 @@ def _endpoint(slug: str) -> Callable[[Request, SegmindCaller], Awaitable[Respons
     return endpoint
 
 
+_IMAGE_OR_JSON = {
+    "description": "the first image (JPEG); with `base64` true, JSON with every image in base64",
+    "content": {
+        "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+        "application/json": {
+            "schema": {"type": "object", "required": ["image", "images", "seeds", "status", "request_id"]}
+        },
+    },
+}
+
 for _slug in SLUGS:
     router.add_api_route(
         f"/v1/{_slug}",
@@ -91,4 +103,6 @@ for _slug in SLUGS:
         name=f"segmind_v1_{_slug}",
         summary=f"Segmind v1 {_slug}: generate and answer with the image",
         response_class=Response,
+        responses=segmind_responses(*ON_SUBMIT, *ON_RUN, ErrorCode.NOT_FOUND, ok=_IMAGE_OR_JSON),
+        openapi_extra=request_body(_slug),
     )

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import anyio
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
+from kandinsky_serve.api.dialects.segmind.bodies import any_slug_body
 from kandinsky_serve.api.dialects.segmind.slugs import to_request
-from kandinsky_serve.api.dialects.segmind.wire import SegmindCaller, json_body, router
+from kandinsky_serve.api.dialects.segmind.wire import SegmindCaller, json_body, router, segmind_responses
+from kandinsky_serve.api.errors import ON_READ, ON_SUBMIT
+from kandinsky_serve.api.fetch import run_with_fetches
+from kandinsky_serve.api.idempotency import idempotency_key
 from kandinsky_serve.api.state import Service
 from kandinsky_serve.api.urls import base_url, file_url
 from kandinsky_serve.domain.errors import ErrorCode, ServeError
@@ -46,6 +49,12 @@ def _finished(body: dict[str, Any], job: Job) -> JSONResponse:
     return JSONResponse(body, status_code=422 if STATUS[job.state] == "FAILED" else 200)
 
 
+_POLL_RESPONSES = {
+    **segmind_responses(*ON_READ),
+    422: {"description": "the request FAILED: the same body, with its error", "content": {"application/json": {}}},
+}
+
+
 def _visible(service: JobService, job_id: str, owner: str) -> Job:
     job = service.get(job_id, owner)
     if job.data_removed:  # Segmind keeps results for an hour, then the request is gone
@@ -53,20 +62,21 @@ def _visible(service: JobService, job_id: str, owner: str) -> Job:
     return job
 
 
-@router.post("/v2/{slug}")
+@router.post("/v2/{slug}", responses=segmind_responses(*ON_SUBMIT, ErrorCode.NOT_FOUND), openapi_extra=any_slug_body())
 async def submit(slug: str, request: Request, service: Service, caller: SegmindCaller) -> dict[str, Any]:
     """Queue a request; poll status_url, then fetch response_url."""
     body = await json_body(request)
+    once = idempotency_key(request)
 
     def queue() -> Job:
         generation = to_request(slug, body, service)
-        return service.submit(generation, caller, meta={"dialect": "segmind", "slug": slug})
+        return service.submit(generation, caller, meta={"dialect": "segmind", "slug": slug}, idempotency_key=once)
 
-    job = await anyio.to_thread.run_sync(queue)
+    job = await run_with_fetches(service.settings, queue)
     return {**_links(request, job.id), "status": "QUEUED", "poll_url": f"{base_url(request)}/v1/requests/{job.id}"}
 
 
-@router.get("/v2/requests/{job_id}/status")
+@router.get("/v2/requests/{job_id}/status", responses=_POLL_RESPONSES)
 def status(job_id: str, request: Request, service: Service, caller: SegmindCaller) -> JSONResponse:
     job = _visible(service, job_id, caller.owner)
     body: dict[str, Any] = {"status": STATUS[job.state], **_links(request, job_id), "metrics": metrics(job)}
@@ -75,8 +85,8 @@ def status(job_id: str, request: Request, service: Service, caller: SegmindCalle
     return _finished(body, job)
 
 
-@router.get("/v2/requests/{job_id}")
-@router.get("/v1/requests/{job_id}")
+@router.get("/v2/requests/{job_id}", responses=_POLL_RESPONSES)
+@router.get("/v1/requests/{job_id}", responses=_POLL_RESPONSES)
 def result(job_id: str, request: Request, service: Service, caller: SegmindCaller) -> JSONResponse:
     job = _visible(service, job_id, caller.owner)
     urls = [file_url(request, output.key) for output in job.outputs]

@@ -14,9 +14,10 @@ import anyio
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 
 from kandinsky_serve.api.auth import LOCAL_OWNER, Caller, api_key_from, authenticate, keys_required
-from kandinsky_serve.api.errors import error_headers, register_renderer
+from kandinsky_serve.api.errors import Responses, error_headers, error_responses, register_renderer
 from kandinsky_serve.api.json_body import read_object
 from kandinsky_serve.api.state import app_state
 from kandinsky_serve.domain.errors import ErrorCode, ServeError
@@ -63,6 +64,25 @@ def render_error(error: ServeError) -> Response:
 
 
 register_renderer("segmind", render_error)
+
+
+class SegmindError(BaseModel):
+    """Segmind's errors: one sentence, naming the Segmind field when a parameter is wrong."""
+
+    error: str
+
+
+def _credits_header(required: bool) -> dict[str, Any]:
+    description = f"the key's remaining credits ({UNLIMITED_CREDITS} without a limit, 0 without a valid key)"
+    return {CREDITS_HEADER: {"description": description, "required": required, "schema": {"type": "string"}}}
+
+
+def segmind_responses(*codes: ErrorCode, ok: dict[str, Any] | None = None) -> Responses:
+    """A Segmind route's `responses=`: its errors with Segmind's statuses, and the credits header
+    (`ok`: more of the 200 response, such as its content)."""
+    # errors carry the header too, but not a store outage's 503, which is answered before the route
+    responses = error_responses(SegmindError, lambda code: _HTTP.get(code, 500), codes, _credits_header(False))
+    return {200: {**(ok or {}), "headers": _credits_header(True)}, **responses}
 
 
 def format_credits(remaining: float | None) -> str:
