@@ -13,7 +13,7 @@ from tests.compiler import needs_compiler
 
 def test_bench_engine_reports_both_sides_and_matches_diffusers():
     args = ["bench", "engine", "--sizes", "64", "--batches", "1,2", "--steps", "3", "--prior-steps", "2"]
-    result = CliRunner().invoke(app, [*args, "--repeats", "1", "--json"])
+    result = CliRunner().invoke(app, [*args, "--repeats", "1", "--profile", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output.strip().splitlines()[-1])
     assert report["device"] == "cpu"
@@ -22,6 +22,21 @@ def test_bench_engine_reports_both_sides_and_matches_diffusers():
     # same weights, prompt, seed and steps: our engine draws the very image diffusers draws
     assert single["max_abs_diff"] <= 1e-3
     assert double["max_abs_diff"] is None and double["batch"] == 2
+    assert set(single["ours_stages_s"]) == {"prior_s", "decoder_s", "decode_s", "total_s"}
+    check_profile(double, result.output)
+
+
+def check_profile(row: dict, text: str) -> None:
+    """--profile: operators dispatched per image and per decoder step, ours (new and old loop) and diffusers."""
+    assert f"profile 64 batch {row['batch']}: ops/step ours" in text  # the text table has them too
+    profile, steps, images = row["profile"], row["steps"], row["batch"]
+    # a step is at least a UNet forward (the tiny UNet alone dispatches a few hundred operators), and
+    # no more than an even share of the whole run
+    assert 200 < profile["ops_per_step"] <= profile["ops_per_image"] * images / steps
+    assert 200 < profile["diffusers_ops_per_step"] <= profile["diffusers_ops_per_image"] * images / steps
+    # the capture-safe step dispatches less than the diffusers-scheduler loop it replaced
+    assert profile["ops_per_step"] < profile["legacy_ops_per_step"]
+    assert profile["cuda"] is None  # kernel launches and GPU busy are CUDA figures
 
 
 def test_bench_server_reports_throughput_latency_and_overhead():

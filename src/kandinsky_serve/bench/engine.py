@@ -21,7 +21,7 @@ import platform
 import resource
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -31,6 +31,8 @@ import numpy as np
 import torch
 
 from kandinsky_serve.bench.flops import FlopCounter, peak_flops, utilisation
+from kandinsky_serve.bench.profile import describe, profile_engine
+from kandinsky_serve.domain.events import ProgressEvent
 from kandinsky_serve.domain.request import GenerationRequest
 from kandinsky_serve.engine.engine import Engine
 from kandinsky_serve.engine.sources import UNetKind
@@ -56,6 +58,8 @@ class Row:
     flops_per_image: int
     mfu: float | None  # ours; CUDA in fp16/bf16 on a GPU of known peak only
     diffusers_mfu: float | None
+    ours_stages_s: dict[str, float] | None = None  # prior, decoder, decode, total: ours, last timed run
+    profile: dict[str, Any] | None = None  # --profile: bench.profile's dispatch (and CUDA kernel) figures
 
 
 def _diffusers_pipes(engine: Engine) -> tuple[Any, Any]:
@@ -122,6 +126,7 @@ def compare(
     repeats: int,
     seed: int = 42,
     flops: FlopCounter | None = None,
+    profile: bool = False,
 ) -> Row:
     prior_pipe, decoder_pipe = _diffusers_pipes(engine)
     request = GenerationRequest(
@@ -136,10 +141,19 @@ def compare(
         seed=seed,
     )
 
-    def ours() -> np.ndarray:
-        return engine.run(request).pixels
+    stages: dict[str, float] = {}
 
-    def theirs() -> np.ndarray:
+    def ours(on_progress: Callable[[ProgressEvent], None] | None = None) -> np.ndarray:
+        result = engine.run(request, on_progress)
+        stages.update(result.timings)
+        return result.pixels
+
+    def theirs(on_step: Callable[[], None] | None = None) -> np.ndarray:
+        def callback(pipe: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+            if on_step is not None:
+                on_step()
+            return {}
+
         generator = torch.Generator().manual_seed(seed)
         embeds = prior_pipe(PROMPT, num_images_per_prompt=batch, num_inference_steps=prior_steps, generator=generator)
         images: np.ndarray = decoder_pipe(
@@ -150,6 +164,7 @@ def compare(
             num_inference_steps=steps,
             generator=generator,
             output_type="np",
+            callback_on_step_end=callback if on_step is not None else None,
         ).images
         return images
 
@@ -160,6 +175,16 @@ def compare(
     with _plain(engine), torch.inference_mode():
         theirs()
         theirs_s, their_pixels = _timed(theirs, repeats, engine.device)
+    last_stages = dict(stages)  # the last timed run's, before the profiling runs
+    profiled = None
+    if profile:
+
+        def plain(on_step: Callable[[], None] | None) -> np.ndarray:
+            with _plain(engine):
+                return theirs(on_step)
+
+        with torch.inference_mode():
+            profiled = profile_engine(ours, plain, batch, engine.device.type == "cuda")
     diff = float(np.abs(our_pixels - their_pixels).max()) if batch == 1 else None
     flops_per_image = (flops or FlopCounter(engine)).per_image(size, steps, prior_steps)
     peak = _peak(engine)
@@ -179,6 +204,8 @@ def compare(
         flops_per_image=flops_per_image,
         mfu=utilisation(flops_per_image, ours_s / batch, peak),
         diffusers_mfu=utilisation(flops_per_image, theirs_s / batch, peak),
+        ours_stages_s={k: round(v, 4) for k, v in last_stages.items()},
+        profile=profiled,
     )
 
 
@@ -192,11 +219,14 @@ def run(
     repeats: int,
     dtype: str = "auto",
     options: EngineOptions | None = None,
+    profile: bool = False,
 ) -> dict[str, Any]:
     engine = Engine.create(model, device, dtype, options)
     flops = FlopCounter(engine)
     rows = [
-        compare(engine, size, batch, steps, prior_steps, repeats, flops=flops) for size in sizes for batch in batches
+        compare(engine, size, batch, steps, prior_steps, repeats, flops=flops, profile=profile)
+        for size in sizes
+        for batch in batches
     ]
     peak = _peak(engine)
     our_total = sum(r.ours_s_per_image for r in rows)
@@ -241,6 +271,12 @@ def table(result: dict[str, Any]) -> str:
             f"{r['ours_first_run_s']:>10.2f} {r['flops_per_image'] / 1e12:>10.3g} {mfu:>6} {their_mfu:>8}"
         )
     ours, theirs = result["ours_s_per_image"], result["diffusers_s_per_image"]
+    for r in result["rows"]:
+        if r.get("profile"):
+            lines.append(f"profile {r['size']} batch {r['batch']}: {describe(r['profile'])}")
+        if r.get("ours_stages_s"):
+            stages = ", ".join(f"{k.removesuffix('_s')} {v:.3f}" for k, v in r["ours_stages_s"].items())
+            lines.append(f"stages {r['size']} batch {r['batch']} (ours, s): {stages}")
     lines.append(f"mean: ours {ours:.3f} s/image, diffusers {theirs:.3f} s/image, ratio {result['ratio']:.3f}")
     return "\n".join(lines)
 

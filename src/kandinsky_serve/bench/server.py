@@ -37,11 +37,13 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _start(model: str, data_dir: Path, max_batch: int) -> tuple[subprocess.Popen[bytes], str]:
+def _start(
+    model: str, data_dir: Path, max_batch: int, device: str = "cpu", dtype: str = "auto"
+) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
     env = {**os.environ, "KS_MODEL": model, "KS_DATA_DIR": str(data_dir), "KS_PORT": str(port)}
     env |= {"KS_MAX_BATCH": str(max_batch), "KS_PREVIEWS": "0", "KS_RATE_LIMIT_PER_MINUTE": "0"}
-    env |= {"KS_MAX_JOBS_PER_KEY": "1000"}
+    env |= {"KS_MAX_JOBS_PER_KEY": "1000", "KS_DEVICE": device, "KS_DTYPE": dtype}
     process = subprocess.Popen(
         [sys.executable, "-m", "kandinsky_serve", "serve"],
         env=env,
@@ -105,15 +107,25 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def run(model: str, size: int, steps: int, clients: list[int], jobs: int, max_batch: int) -> dict[str, Any]:
+def run(
+    model: str,
+    size: int,
+    steps: int,
+    clients: list[int],
+    jobs: int,
+    max_batch: int,
+    device: str = "cpu",
+    dtype: str = "auto",
+) -> dict[str, Any]:
+    """The server and its bare engine on the same device (on CUDA both hold the model on one GPU)."""
     body = {"prompt": "a moss covered astronaut", "width": size, "height": size, "steps": steps, "seed": 1}
-    engine = Engine.create(model, "cpu")
+    engine = Engine.create(model, device, dtype)
     request = GenerationRequest.model_validate({**body, "model": model})
     engine.run(request)  # warm up
     rows = []
     split: list[tuple[float, ...]] = []
     with tempfile.TemporaryDirectory() as data_dir:
-        process, url = _start(model, Path(data_dir), max_batch)
+        process, url = _start(model, Path(data_dir), max_batch, device, dtype)
         try:
             _load(url, body, 1, 1)  # warm the worker up
             for count in clients:
@@ -134,7 +146,8 @@ def run(model: str, size: int, steps: int, clients: list[int], jobs: int, max_ba
     return {
         "benchmark": "server",
         "model": model,
-        "device": "cpu",
+        "device": str(engine.device),
+        "dtype": str(engine.dtype).removeprefix("torch."),
         "torch": torch.__version__,
         "date": datetime.now(UTC).date().isoformat(),
         "size": size,
@@ -173,7 +186,8 @@ def _pairs(
 
 def table(result: dict[str, Any]) -> str:
     lines = [
-        f"server benchmark: {result['model']} at {result['size']}², {result['steps']} steps, max batch "
+        f"server benchmark: {result['model']} on {result['device']} at {result['size']}², {result['steps']} steps, "
+        f"max batch "
         f"{result['max_batch']}; bare engine {result['engine_s_per_job']:.3f} s/job, server adds "
         f"{result['server_overhead_s_per_job'] * 1000:.0f} ms/job (median of paired runs)",
         f"{'clients':>8} {'jobs':>5} {'jobs/s':>8} {'p50 s':>8} {'p99 s':>8}",

@@ -40,6 +40,14 @@ def engine(
     steps: Annotated[int, typer.Option(help="decoder steps")] = 25,
     prior_steps: Annotated[int, typer.Option()] = 25,
     repeats: Annotated[int, typer.Option(help="timed runs per side (the median is reported)")] = 3,
+    profile: Annotated[
+        bool,
+        typer.Option(
+            "--profile",
+            help="also count operators dispatched per image and per decoder step (ours, our old loop, "
+            "diffusers); on CUDA, kernel launches per image and GPU busy fraction",
+        ),
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="also print one JSON object as the last line")] = False,
 ) -> None:
     """Seconds per image, images per second, peak memory and (on CUDA) MFU: ours, with the speed options
@@ -49,7 +57,9 @@ def engine(
 
     options = EngineOptions(compile_, channels_last, compile_cache)
     try:
-        result = run(model, device, _numbers(sizes), _numbers(batches), steps, prior_steps, repeats, dtype, options)
+        result = run(
+            model, device, _numbers(sizes), _numbers(batches), steps, prior_steps, repeats, dtype, options, profile
+        )
     except ServeError as error:
         raise fail(error) from None
     typer.echo(table(result))
@@ -65,6 +75,8 @@ def server(
     clients: Annotated[str, typer.Option(help="concurrent clients, comma-separated")] = "1,4,8",
     jobs: Annotated[int, typer.Option(help="jobs each client runs")] = 8,
     max_batch: Annotated[int, typer.Option(help="the server's KS_MAX_BATCH")] = 4,
+    device: Annotated[str, typer.Option(help="the server's and the bare engine's device (KS_DEVICE)")] = "cpu",
+    dtype: Annotated[str, typer.Option(help="auto, fp16, bf16, fp32 (KS_DTYPE)")] = "auto",
     json_out: Annotated[bool, typer.Option("--json", help="also print one JSON object as the last line")] = False,
 ) -> None:
     """Jobs per second, p50/p99 latency, and the time the server adds per job over the bare engine."""
@@ -72,7 +84,7 @@ def server(
 
     from kandinsky_serve.bench.server import run, table
 
-    result = run(model, size, steps, _numbers(clients), jobs, max_batch)
+    result = run(model, size, steps, _numbers(clients), jobs, max_batch, device, dtype)
     typer.echo(table(result))
     if json_out:
         typer.echo(json.dumps(result))

@@ -75,10 +75,20 @@ class HintMemo(torch.nn.Module):
     def __init__(self, block: torch.nn.Module) -> None:
         super().__init__()
         self.block = block
+        convs = [m for m in block.modules() if isinstance(m, torch.nn.Conv2d)]
+        self.in_channels = convs[0].in_channels if convs else 3
         self._input: weakref.ref[torch.Tensor] | None = None
         self._output: torch.Tensor | None = None
 
+    def encode(self, hint: torch.Tensor) -> torch.Tensor:
+        """The block's output, to pass in place of the hint: forward then hands it straight on.
+        engine.steps does this once per run, so its captured step holds no identity test."""
+        out: torch.Tensor = self.block(hint)
+        return out
+
     def forward(self, hint: torch.Tensor) -> torch.Tensor:
+        if hint.shape[1] != self.in_channels:  # already encoded; a static shape test, safe to trace
+            return hint
         if self._output is None or self._input is None or self._input() is not hint:
             self._output = self.block(hint)
             self._input = weakref.ref(hint)

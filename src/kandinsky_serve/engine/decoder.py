@@ -82,6 +82,22 @@ def denoise(
     job: DenoiseJob,
     check: StepCheck | None = None,
 ) -> DenoiseResult:
+    """Runs the job's steps: through engine.steps' capture-safe step where the scheduler has a pure
+    form (the same pictures, bit for bit in float32), else through the diffusers scheduler."""
+    from kandinsky_serve.engine import steps  # it imports this module's types
+
+    schedule = steps.plan(scheduler, job.timesteps)
+    if schedule is not None:
+        return DenoiseResult(*steps.run(unet, scheduler, job, schedule, check))
+    return _denoise_with_scheduler(unet, scheduler, job, check)
+
+
+def _denoise_with_scheduler(
+    unet: torch.nn.Module,
+    scheduler: SchedulerAdapter,
+    job: DenoiseJob,
+    check: StepCheck | None = None,
+) -> DenoiseResult:
     cfg = job.guidance_scale > 1.0
     channels = job.latents.shape[1]
     rows = torch.arange(job.latents.shape[0])

@@ -1,0 +1,186 @@
+"""The decoder step as one function of tensors: what a CUDA graph (or torch.compile fullgraph) captures.
+
+Per step, `DecoderStep` does the scheduler's input scaling, the inpaint concatenation, the UNet over
+the CFG pair, the guidance combine, the scheduler update (engine.pure_schedulers) and the inpaint
+blend: tensors in, the next latents out, with no host synchronisation, no branch on a tensor's value
+and the same shapes at every step. Everything that depends on the step number is an input row
+(timestep, coefficients, blend weights) or drawn for it (noise) indexed by the loop, outside the function.
+The loop around it keeps what must stay on the host: progress, previews and cancellation, and
+dropping canceled rows between steps (a new shape, so a new graph; it happens at most once a
+request).
+
+`wrap` is where a captured or compiled version of the step goes in; it is the identity by default,
+and tests put `torch.compile(fullgraph=True)` there to prove no step breaks the graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from kandinsky_serve.engine.pure_schedulers import PureScheduler, pure
+from kandinsky_serve.engine.schedulers import SchedulerAdapter
+
+if TYPE_CHECKING:
+    from kandinsky_serve.engine.decoder import Conditioning, DenoiseJob, StepCheck
+
+StepFn = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
+
+
+def _identity(step: StepFn) -> StepFn:
+    return step
+
+
+wrap: Callable[[StepFn], StepFn] = _identity
+_legacy = False
+
+
+@contextmanager
+def legacy_loop() -> Iterator[None]:
+    """Runs decoders through the pre-issue-12 loop (diffusers `step()` per step), for A/B figures."""
+    global _legacy
+    before, _legacy = _legacy, True
+    try:
+        yield
+    finally:
+        _legacy = before
+
+
+def plan(adapter: SchedulerAdapter, timesteps: torch.Tensor) -> PureScheduler | None:
+    """The capture-safe schedule of a run, or None: the loop then drives the diffusers scheduler."""
+    return None if _legacy else pure(adapter, timesteps)
+
+
+class DecoderStep:
+    """One denoising step, its static choices (CFG, inpainting, channels) fixed at construction."""
+
+    def __init__(self, unet: torch.nn.Module, schedule: PureScheduler, cfg: bool, channels: int, learned: bool) -> None:
+        self.unet = unet
+        self.schedule = schedule
+        self.cfg = cfg
+        self.channels = channels
+        self.learned = learned  # P-Sampler: the scheduler reads the UNet's variance channels
+
+    def __call__(
+        self,
+        latents: torch.Tensor,
+        t: torch.Tensor,
+        coef: torch.Tensor,
+        noise: torch.Tensor | None,
+        guidance: torch.Tensor,
+        hidden: torch.Tensor | None,
+        added: dict[str, torch.Tensor],
+        state: torch.Tensor | None = None,
+        inpaint: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        model_in = self.schedule.scale(latents, coef)
+        if inpaint is not None:
+            masked, keep = inpaint[0], inpaint[1]
+            model_in = torch.cat([model_in, masked, keep], dim=1)
+        if self.cfg:
+            model_in = torch.cat([model_in, model_in])
+        out = self.unet(
+            sample=model_in, timestep=t, encoder_hidden_states=hidden, added_cond_kwargs=added, return_dict=False
+        )[0]
+        if self.cfg:
+            eps, variance = out.split(self.channels, dim=1)
+            eps_uncond, eps_cond = eps.chunk(2)
+            eps = eps_uncond + guidance * (eps_cond - eps_uncond)
+            out = torch.cat([eps, variance.chunk(2)[1]], dim=1)
+        if not self.learned:
+            out = out[:, : self.channels]
+        latents, state = self.schedule.update(out, latents, coef, noise, state)
+        if inpaint is not None:
+            _, keep, image_latents, unit_noise, blend = inpaint
+            known = blend[0] * image_latents + blend[1] * unit_noise
+            latents = keep * known + (1.0 - keep) * latents
+        return latents, state
+
+
+def draw(generators: list[torch.Generator], like: torch.Tensor) -> torch.Tensor:
+    """A step's noise as diffusers' `step()` draws it: one (1, c, h, w) draw from each row's generator
+    in row order, on the CPU in the latents' dtype (randn_tensor with CPU generators), then moved.
+    Drawn by the loop before the step, so the step only reads an input (a static buffer once captured);
+    drawn per step rather than for the whole run up front, so memory stays flat at large sizes."""
+    shape = (1, *like.shape[1:])
+    return torch.cat([torch.randn(shape, generator=g, dtype=like.dtype) for g in generators]).to(like.device)
+
+
+def blend_weights(adapter: SchedulerAdapter, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(steps, 2): inpainting re-noises the kept region to the next timestep as a * image + b * noise
+    (diffusers' add_noise, whose weights these are), and keeps the image itself after the last step."""
+    s = adapter.scheduler
+    start = len(s.timesteps) - len(timesteps)
+    one = torch.ones(1, dtype=like.dtype, device=like.device)
+    zero = torch.zeros_like(one)
+    rows = []
+    for i in range(len(timesteps)):
+        if i + 1 < len(timesteps):
+            if hasattr(s, "_step_index"):  # sigma schedulers read the step the legacy loop would be at
+                s._step_index = start + i + 1
+            t_next = timesteps[i + 1]
+            rows.append(torch.cat([adapter.add_noise(one, zero, t_next), adapter.add_noise(zero, one, t_next)]))
+        else:
+            rows.append(torch.cat([one, zero]))
+    return torch.stack(rows)
+
+
+def unet_inputs(
+    unet: Any, conditioning: Conditioning, cfg: bool
+) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+    """The UNet's conditioning for the step; a ControlNet hint goes in already through its block
+    (once per run, as HintMemo does eagerly), so the step never runs the memo's identity test."""
+    kwargs = conditioning.unet_kwargs(cfg)
+    hidden: torch.Tensor | None = kwargs["encoder_hidden_states"]
+    added: dict[str, torch.Tensor] = kwargs["added_cond_kwargs"]  # type: ignore[assignment]
+    block = getattr(getattr(unet, "add_embedding", None), "input_hint_block", None)
+    if "hint" in added and callable(getattr(block, "encode", None)):
+        added["hint"] = block.encode(added["hint"])  # type: ignore[union-attr]
+    return hidden, added
+
+
+def run(
+    unet: torch.nn.Module,
+    adapter: SchedulerAdapter,
+    job: DenoiseJob,
+    schedule: PureScheduler,
+    check: StepCheck | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loop: the step per timestep, then progress and cancel on the host. (latents, rows kept)."""
+    cfg = job.guidance_scale > 1.0
+    latents = job.latents
+    device = latents.device
+    channels = latents.shape[1]
+    total = len(job.timesteps)
+    coefs = schedule.coefs.to(device)
+    noisy = any(schedule.draws)
+    blend = blend_weights(adapter, job.timesteps, latents) if job.inpainting is not None else None
+    guidance = torch.tensor(job.guidance_scale, dtype=torch.float32, device=device)
+    step = wrap(DecoderStep(unet, schedule, cfg, channels, adapter.spec.learned_variance))
+    hidden, added = unet_inputs(unet, job.conditioning, cfg)
+    rows = torch.arange(latents.shape[0])
+    state = torch.zeros_like(latents) if schedule.stateful else None
+
+    for i in range(total):
+        inpaint = None
+        if job.inpainting is not None and blend is not None:
+            p = job.inpainting
+            inpaint = (p.masked, p.keep, p.image_latents, p.noise, blend[i])
+        step_noise = None
+        if noisy:  # zeros where diffusers draws nothing (DDPM at t = 0): the step's inputs keep their shapes
+            step_noise = draw(job.generators, job.latents) if schedule.draws[i] else torch.zeros_like(job.latents)
+        job.latents, state = step(
+            job.latents, job.timesteps[i], coefs[i], step_noise, guidance, hidden, added, state, inpaint
+        )
+
+        keep_rows = check(i + 1, total, job.latents) if check is not None else None
+        if keep_rows is not None and not bool(keep_rows.all()):
+            on_device = keep_rows.to(device)
+            job = job.select(on_device)
+            state = None if state is None else state[on_device]
+            rows = rows[keep_rows.cpu()]
+            hidden, added = unet_inputs(unet, job.conditioning, cfg)
+    return job.latents, rows

@@ -1,0 +1,151 @@
+"""The capture-safe decoder step (engine.steps): the very pictures of the diffusers-scheduler loop, and
+one graph for a whole run (fullgraph, no break, no recompile between steps) for every task on both tiny
+models and every scheduler that has a pure form. `backend=CompileCounter` runs dynamo's capture and
+then the captured graph eagerly: what a CUDA graph needs, proven without inductor or a GPU."""
+
+import numpy as np
+import pytest
+import torch
+from torch._dynamo.testing import CompileCounter
+
+from kandinsky_serve.domain import GenerationRequest
+from kandinsky_serve.engine import steps
+from kandinsky_serve.engine.decoder import Conditioning, DenoiseJob, Inpainting, denoise
+from kandinsky_serve.engine.schedulers import SCHEDULERS, SchedulerAdapter
+from tests.engine.test_schedulers import DECODER_CONFIG
+
+PURE = ["DDPM", "DDIM", "Euler", "Euler a", "P-Sampler", "DPM++ 2M", "DPM++ 2M Karras"]
+# longer multistep histories and special steps: still driven through diffusers' step()
+HOST_STATE = ["UniPC", "PLMS"]
+
+
+class TensorDenoiser(torch.nn.Module):
+    """A stand-in UNet made of tensor ops only: eps from the sample, timestep and image embedding,
+    and a learned-variance half in (-1, 1) for P-Sampler."""
+
+    def forward(self, sample, timestep, encoder_hidden_states=None, added_cond_kwargs=None, return_dict=False):
+        x = sample[:, :4]
+        shift = added_cond_kwargs["image_embeds"].mean(1).view(-1, 1, 1, 1)
+        eps = torch.tanh(0.5 * x + shift + timestep / 1000)
+        return (torch.cat([eps, torch.tanh(x)], dim=1),)
+
+
+def make(name: str, inpaint: bool, strength: float = 1.0) -> tuple[SchedulerAdapter, DenoiseJob]:
+    adapter = SchedulerAdapter(SCHEDULERS[name], DECODER_CONFIG)
+    timesteps = adapter.timesteps(6, strength, torch.device("cpu"))
+    generators = [torch.Generator().manual_seed(i) for i in range(3)]
+    noise = torch.cat([torch.randn(1, 4, 4, 4, generator=g) for g in generators])
+    data = torch.Generator().manual_seed(99)
+    embeds = torch.randn(3, 8, generator=data)
+    conditioning = Conditioning({"image_embeds": embeds}, {"image_embeds": torch.zeros_like(embeds)})
+    inpainting = None
+    if inpaint:
+        keep = (torch.rand(3, 1, 4, 4, generator=data) > 0.5).float()
+        inpainting = Inpainting(torch.randn(3, 4, 4, 4, generator=data), keep, noise)
+    job = DenoiseJob(noise * adapter.init_noise_sigma, conditioning, generators, timesteps, 4.0, inpainting)
+    return adapter, job
+
+
+def cancel_row_1_after_step_2(step, total, latents):
+    return torch.tensor([True, False, True]) if step == 2 else None
+
+
+@pytest.mark.parametrize("inpaint", [False, True])
+@pytest.mark.parametrize("name", PURE)
+def test_pure_step_gives_the_schedulers_own_result_bit_for_bit(name, inpaint):
+    adapter, job = make(name, inpaint, strength=0.8)
+    assert steps.plan(adapter, job.timesteps) is not None  # this scheduler does take the new path
+    new = denoise(TensorDenoiser(), adapter, job, cancel_row_1_after_step_2)
+    with steps.legacy_loop():
+        adapter, job = make(name, inpaint, strength=0.8)
+        assert steps.plan(adapter, job.timesteps) is None
+        old = denoise(TensorDenoiser(), adapter, job, cancel_row_1_after_step_2)
+    # the noise handed to the step is each row's own generator's draw, also after a row is dropped mid-run
+    assert new.rows.tolist() == old.rows.tolist() == [0, 2]
+    assert torch.equal(new.latents, old.latents)
+
+
+@pytest.mark.parametrize("inpaint", [False, True])
+@pytest.mark.parametrize("name", PURE)
+def test_pure_step_is_one_graph_for_the_whole_run(monkeypatch, name, inpaint):
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    monkeypatch.setattr(steps, "wrap", lambda fn: torch.compile(fn, fullgraph=True, backend=counter))
+    adapter, job = make(name, inpaint)
+    compiled = denoise(TensorDenoiser(), adapter, job)
+    assert counter.frame_count == 1  # 6 steps, one capture: nothing per step is baked into the graph
+    monkeypatch.undo()
+    adapter, job = make(name, inpaint)
+    assert torch.equal(compiled.latents, denoise(TensorDenoiser(), adapter, job).latents)
+
+
+@pytest.mark.parametrize("name", HOST_STATE)
+def test_multistep_schedulers_still_take_the_scheduler_loop(name):
+    adapter, job = make(name, inpaint=False)
+    assert steps.plan(adapter, job.timesteps) is None
+
+
+def make_request(task: str, scheduler: str | None = None, **fields) -> GenerationRequest:
+    body = {"prompt": "a moss covered astronaut", "steps": 2, "prior_steps": 2, "width": 64, "height": 64}
+    return GenerationRequest.parse({**body, "task": task, "seed": 5, "scheduler": scheduler, **fields})
+
+
+TASKS_22 = ["text2img", "img2img", "inpaint", "fuse", "controlnet"]
+TASKS_21 = ["text2img", "img2img", "inpaint"]
+
+
+def inputs(task: str, photo: bytes, mask: bytes, depth: bytes) -> dict:
+    return {
+        "text2img": {},
+        "img2img": {"image": photo, "strength": 0.9},
+        "inpaint": {"image": photo, "mask": mask},
+        "fuse": {"fuse": [{"prompt": "a cat", "weight": 0.6}, {"image": photo, "weight": 0.4}]},
+        "controlnet": {"hint": depth},
+    }[task]
+
+
+# tasks whose steps are the same graph (same UNet, same inputs; only the values differ) share a capture
+GROUPS = [
+    ("2.2", ("text2img", "img2img", "fuse")),
+    ("2.2", ("inpaint",)),
+    ("2.2", ("controlnet",)),
+    ("2.1", ("text2img", "img2img")),
+    ("2.1", ("inpaint",)),
+]
+
+
+@pytest.mark.parametrize(("family", "tasks"), GROUPS)
+def test_every_task_runs_its_decoder_step_as_one_graph(request_fixture, monkeypatch, family, tasks, photo, mask, depth):
+    engine = request_fixture("engine22" if family == "2.2" else "engine21")
+    jobs = [make_request(task, **inputs(task, photo, mask, depth)) for task in tasks]
+    eager = [engine.run(job).pixels for job in jobs]
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    monkeypatch.setattr(steps, "wrap", lambda fn: torch.compile(fn, fullgraph=True, backend=counter))
+    for job, pixels in zip(jobs, eager, strict=True):
+        assert np.array_equal(engine.run(job).pixels, pixels), job.task
+    # fullgraph raises on any break; one frame for every step of every task: nothing recompiled
+    assert counter.frame_count == 1 and counter.op_count > 100  # the UNet is inside the graph
+
+
+@pytest.fixture
+def request_fixture(request):
+    return request.getfixturevalue
+
+
+@pytest.mark.parametrize(
+    ("family", "task", "scheduler"),
+    [
+        ("2.2", "inpaint", "DDPM"),
+        ("2.2", "controlnet", "Euler a"),
+        ("2.1", "img2img", "P-Sampler"),
+        ("2.2", "text2img", "DPM++ 2M Karras"),
+    ],
+)
+def test_engine_pictures_are_those_of_the_old_loop(request_fixture, family, task, scheduler, photo, mask, depth):
+    engine = request_fixture("engine22" if family == "2.2" else "engine21")
+    job = make_request(task, scheduler, num_images=2, **inputs(task, photo, mask, depth))
+    new = engine.run(job).pixels
+    with steps.legacy_loop():
+        old = engine.run(job).pixels
+    assert np.array_equal(new, old)  # bit for bit, so the batching guarantee holds as before
