@@ -69,7 +69,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
         server.stop()
 
 
-@pytest.fixture(scope="session")
+# module, not session: Playwright's sync API keeps an event loop running in the main thread while it
+# is open, and later tests that run their own loop (anyio.run) would find it there
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.is_file():
         pytest.fail(
