@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The Debian packages the tests use, installed when missing: a real redis-server (store and
 # scale-out tests), Debian's Chromium (Playwright drives /usr/bin/chromium for the browser tests;
-# it never downloads a browser of its own) and g++ (torch.compile on a CPU builds its kernels with
-# it). `make test` and CI both come through here, so a fresh clone needs nothing installed by hand.
+# it never downloads a browser of its own), g++ (torch.compile on a CPU builds its kernels with it)
+# and openssl (the TLS tests make their own certificate authority). `make test` and CI both come
+# through here, so a fresh clone needs nothing installed by hand.
 set -euo pipefail
 
 need=()
 command -v g++ >/dev/null || need+=(g++)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v chromium >/dev/null || need+=(chromium)
+command -v openssl >/dev/null || need+=(openssl)
 ((${#need[@]})) || exit 0
 
 if ! command -v apt-get >/dev/null; then
