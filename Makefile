@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LOCK := requirements.lock
 MODEL ?= tiny
+MODELS ?= tiny,tiny-2.1
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
@@ -35,9 +36,10 @@ lock:
 system-deps:
 	bash scripts/system-deps.sh
 
-# The API and its workers on this machine, jobs in ./data (SQLite). MODEL=kandinsky-2.2 for real weights.
+# The API and its workers on this machine, jobs in ./data (SQLite): the tiny 2.2 and 2.1 models, one
+# worker each (the first is the default). MODELS=kandinsky-2.2 (or kandinsky-2.2,kandinsky-2.1) for real weights.
 serve: install
-	$(BIN)/kandinsky-serve serve --model $(MODEL) --host $(HOST) --port $(PORT)
+	KS_MODELS=$(MODELS) $(BIN)/kandinsky-serve serve --host $(HOST) --port $(PORT)
 
 # A first image with no server and no download: make generate PROMPT="a red fox"
 PROMPT ?= a moss covered astronaut

@@ -3,16 +3,22 @@
 # compile included. random-2.2 (the full-size architecture with random weights, nothing to download),
 # 768², 25+25 steps, fp16. Each phase runs under its own `timeout`; one that runs out is recorded as
 # such and the next one starts. JSON lines go to benchmarks/results/<date>-<gpu>.jsonl: first the
-# machine, then per phase the bench's own report (when it finished) and {"phase", "status", "rc",
-# "seconds"}.
-#   engine   ours against plain diffusers, eager fp16, batches 1 and 8, with --profile: operators per
-#            step, kernel launches per image, GPU busy fraction; and stage timings (prior, decoder, decode)
-#   server   bench server --device cuda: one worker (KS_MAX_BATCH=8) and its bare engine on the same
-#            GPU, 1 then 16 concurrent clients
-#   compile  ours with --compile unet --channels-last, batch 1 only: one cold compile, cached in
-#            benchmarks/results/compile-cache (a second run of this script starts warm)
-# Budgets (seconds, from the environment): ENGINE_S (170), SERVER_S (150); compile gets what is left
-# of TOTAL_S (465) after them, less its kill grace, so the script ends within TOTAL_S plus a few seconds.
+# machine, then per phase the JSON lines it printed (a bench's report comes last, when it finished)
+# and {"phase", "status", "rc", "seconds"}.
+#   check    benchmarks/gpu_check.py: the first prior and decoder step of a 768² run replayed as CUDA
+#            graphs against eager (relative L2, goal < 1e-2), and the tiny model in fp32 through every
+#            path (largest pixel difference)
+#   engine   ours (steps replayed as CUDA graphs, the default) against plain diffusers, eager fp16,
+#            batches 1 and 8, with --profile: operators per step, kernels and launches per image, GPU
+#            busy fraction; and stage timings (prior, decoder, decode)
+#   server   bench server --device cuda --restart: one worker (KS_MAX_BATCH=8, KS_WARMUP auto) and its
+#            bare engine on the same GPU, 1 then 16 concurrent clients; seconds from start to ready and
+#            to the first 768² image, for a first start and a restart on the same data dir
+#   compile  ours with --compile unet --channels-last (and graphs), batch 1 only: one cold compile,
+#            cached in benchmarks/results/compile-cache (a second run of this script starts warm)
+# Budgets (seconds, from the environment): CHECK_S (75), ENGINE_S (150), SERVER_S (150); compile gets
+# what is left of TOTAL_S (465) after them, less its kill grace, so the script ends within TOTAL_S plus
+# a few seconds.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1
@@ -47,16 +53,17 @@ phase() { # phase NAME SECONDS COMMAND...: the command's last line (its JSON rep
   timeout --kill-after=15 "$limit" "$@" | tee "$log" >&2
   rc=${PIPESTATUS[0]}
   if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then status=timeout; elif [ "$rc" != 0 ]; then status=failed; fi
-  if [ "$status" = ok ]; then tail -n 1 "$log" >>"$out"; fi
+  grep '^{' "$log" >>"$out" # its JSON lines, also those of a phase that failed or ran out of time
   printf '{"phase": "%s", "status": "%s", "rc": %d, "seconds": %d}\n' "$name" "$status" "$rc" \
     $((SECONDS - start)) | tee -a "$out" >&2
   rm -f "$log"
 }
 
-phase engine "${ENGINE_S:-170}" $PY -m kandinsky_serve bench engine "${common[@]}" --sizes 768 --batches 1,8 \
+phase check "${CHECK_S:-75}" $PY benchmarks/gpu_check.py --size 768 --batch 2
+phase engine "${ENGINE_S:-150}" $PY -m kandinsky_serve bench engine "${common[@]}" --sizes 768 --batches 1,8 \
   --steps 25 --prior-steps 25 --repeats 3 --profile --json
 phase server "${SERVER_S:-150}" $PY -m kandinsky_serve bench server "${common[@]}" --size 768 --steps 25 \
-  --clients 1,16 --jobs 2 --max-batch 8 --json
+  --clients 1,16 --jobs 2 --max-batch 8 --restart --json
 left=$((${TOTAL_S:-465} - SECONDS - 15))
 if [ "$left" -lt 30 ]; then
   printf '{"phase": "compile", "status": "skipped", "rc": 0, "seconds": 0}\n' | tee -a "$out" >&2

@@ -40,7 +40,7 @@ def check_profile(row: dict, text: str) -> None:
 
 
 def test_bench_server_reports_throughput_latency_and_overhead():
-    args = ["bench", "server", "--size", "64", "--steps", "2", "--clients", "1,2", "--jobs", "2", "--json"]
+    args = ["bench", "server", "--size", "64", "--steps", "2", "--clients", "1,2", "--jobs", "2", "--restart", "--json"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads(result.output.strip().splitlines()[-1])
@@ -53,6 +53,8 @@ def test_bench_server_reports_throughput_latency_and_overhead():
     phases = report["one_client_phases_p50"]
     assert list(phases) == ["submit_s", "queued_s", "run_s", "respond_s"]
     assert phases["run_s"] == max(phases.values()) and min(phases.values()) >= 0
+    for start in (report["start"], report["restart"]):  # a first start and a restart on the same data dir
+        assert 0 < start["ready_s"] < start["first_image_s"]
 
 
 def bench_engine(*flags: str) -> dict:

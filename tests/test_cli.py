@@ -103,3 +103,12 @@ def test_unknown_model_is_one_clear_sentence():
     assert result.exit_code == 2
     assert "unknown model 'kandinsky-9'" in result.output
     assert "tiny" in result.output
+
+
+def test_serve_checks_every_model_and_a_worker_takes_one(monkeypatch):
+    result = runner.invoke(app, ["serve", "--model", "tiny", "--model", "kandinsky-9"])
+    assert result.exit_code == 2 and "unknown model 'kandinsky-9'" in result.output
+    monkeypatch.setenv("KS_MODELS", "tiny,tiny-2.1")
+    result = runner.invoke(app, ["worker", "--store-url", "redis://127.0.0.1:1/0"])
+    assert result.exit_code == 2
+    assert "--model: a worker runs one model (got tiny, tiny-2.1); start one worker per model" in result.output

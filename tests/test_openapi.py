@@ -27,7 +27,7 @@ from PIL import Image
 from schemathesis import GenerationMode
 from schemathesis.checks import CHECKS, load_all_checks
 
-from kandinsky_serve.api.app import create_app
+from kandinsky_serve.api.compose import serve_app
 from kandinsky_serve.api.dialects.segmind import SLUGS
 from kandinsky_serve.api.openapi_export import DEFAULT_PATH, schema
 from kandinsky_serve.api.state import AppState
@@ -55,7 +55,7 @@ def routes(app: FastAPI) -> set[tuple[str, str]]:
 
 
 def test_openapi_covers_every_route():
-    app = create_app(Settings(model="tiny"), run_workers=False)
+    app = serve_app(Settings(model="tiny"), run_workers=False)
     documented = {(path, method.upper()) for path, item in app.openapi()["paths"].items() for method in item}
     served = routes(app)
     assert len(served) > 30  # every dialect's routes were found
@@ -63,7 +63,7 @@ def test_openapi_covers_every_route():
 
 
 def test_every_operation_but_liveness_declares_its_errors_in_its_dialects_shape():
-    document = create_app(Settings(model="tiny"), run_workers=False).openapi()
+    document = serve_app(Settings(model="tiny"), run_workers=False).openapi()
     bare = []
     for path, item in document["paths"].items():
         for method, operation in item.items():
@@ -116,7 +116,7 @@ class InstantWorker(threading.Thread):
                 return
 
     def complete_queued(self, state: AppState) -> None:
-        store, blobs = state.service.store, state.service.blobs
+        store, blobs = state.store, state.blobs  # the runtime's own: this thread plays the worker
         for job in store.lease("fuzz", max_batch=8, lease_seconds=60):
             outputs = []
             fmt = job.request.output_format
@@ -132,7 +132,7 @@ class InstantWorker(threading.Thread):
 def fuzzed_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastAPI]:
     data_dir: Path = tmp_path_factory.mktemp("fuzz") / "data"
     limits = {"rate_limit_per_minute": 0, "max_jobs_per_key": 100_000, "max_queue": 100_000}
-    app = create_app(Settings(model="tiny", data_dir=data_dir, require_keys=False, **limits), run_workers=False)
+    app = serve_app(Settings(model="tiny", data_dir=data_dir, require_keys=False, **limits), run_workers=False)
     worker = InstantWorker(app)
     worker.start()
     yield app

@@ -33,6 +33,7 @@ from kandinsky_serve.worker.messages import (
     Wake,
     WorkerState,
 )
+from kandinsky_serve.worker.relay import Relay
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +50,12 @@ class WorkerIdentity:
     pid: int
     host: str
     device: str
+    model: str = ""  # the id of the model it runs ("" from a worker older than several models)
 
     @classmethod
-    def here(cls, device: str) -> WorkerIdentity:
+    def here(cls, device: str, model: str = "") -> WorkerIdentity:
         host = socket.gethostname()
-        return cls(f"{host}-{os.getpid()}-{os.urandom(2).hex()}", os.getpid(), host, device)
+        return cls(f"{host}-{os.getpid()}-{os.urandom(2).hex()}", os.getpid(), host, device, model)
 
 
 def encode(message: ToSupervisor | ToWorker) -> dict[str, Any]:
@@ -123,19 +125,12 @@ class _Seen:
 
 
 class RemoteWorkers:
-    """An API node's view of workers on other machines: what they report, and a way to reach them."""
+    """An API node's view of workers on other machines: what they report (relayed as the
+    supervisor's pipes are), and a way to reach them."""
 
-    def __init__(
-        self,
-        bus: RedisBus,
-        on_jobs_changed: Callable[[tuple[str, ...]], None],
-        on_progress: Callable[[Progress], None],
-        observe: Callable[[ToSupervisor], None] | None = None,
-    ) -> None:
+    def __init__(self, bus: RedisBus, relay: Relay) -> None:
         self.bus = bus
-        self.on_jobs_changed = on_jobs_changed
-        self.on_progress = on_progress
-        self.observe = observe
+        self.relay = relay
         self._workers: dict[str, _Seen] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._listen, name="bus", daemon=True)
@@ -158,6 +153,7 @@ class RemoteWorkers:
                 "pid": seen.identity.pid,
                 "host": seen.identity.host,
                 "device": seen.identity.device,
+                "model": seen.identity.model,
                 "state": seen.state.value if now - seen.at < GONE_SECONDS else "gone",
                 **({"detail": seen.detail} if seen.detail else {}),
             }
@@ -170,14 +166,11 @@ class RemoteWorkers:
     def _handle(self, data: dict[str, Any]) -> None:
         identity = WorkerIdentity(**data["worker"])
         message = decode(data["message"])
+        if isinstance(message, Wake | Cancel):
+            return  # asked of workers: not for an API node to relay
         seen = self._workers.get(identity.id)
-        if isinstance(message, StateChanged):
-            self._workers[identity.id] = _Seen(identity, message.state, message.detail, time.monotonic())
-        elif seen is not None:
-            seen.at = time.monotonic()
-        if self.observe is not None and not isinstance(message, Wake | Cancel):
-            self.observe(message)
-        if isinstance(message, JobsChanged):
-            self.on_jobs_changed(message.job_ids)
-        elif isinstance(message, Progress):
-            self.on_progress(message)
+        if seen is None and isinstance(message, StateChanged):  # a worker is listed once it says how it is
+            seen = self._workers[identity.id] = _Seen(identity, message.state, message.detail, 0.0)
+        if seen is not None:
+            seen.identity, seen.at = identity, time.monotonic()
+        self.relay(message, seen)

@@ -1,9 +1,9 @@
 """JobService: what every dialect asks of the server, in canonical terms.
 
-Submit (validate against the served model, fix the seed, refuse when the queue is full; a retry
-with the same Idempotency-Key gets the job the key made), get, list, cancel, and wait for a job to
-finish without polling the database in a loop. Run a job synchronously for a caller who can only
-receive it in the answer (canceled if it leaves).
+Submit (validate against the served model the request names, fix the seed, refuse when the queue is
+full; a retry with the same Idempotency-Key gets the job the key made), get, list, cancel, and wait
+for a job to finish without polling the database in a loop. Run a job synchronously for a caller who
+can only receive it in the answer (canceled if it leaves).
 """
 
 from __future__ import annotations
@@ -11,30 +11,36 @@ from __future__ import annotations
 import hashlib
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
 from functools import partial
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import anyio
 
+from kandinsky_serve.auth.caller import Caller
 from kandinsky_serve.auth.keys import RateLimiter
 from kandinsky_serve.auth.pricing import price
-from kandinsky_serve.blobs.protocol import BlobStore
+from kandinsky_serve.blobs.protocol import Blob, BlobStore
+from kandinsky_serve.domain import catalogue
+from kandinsky_serve.domain.catalogue import Family, ModelEntry
 from kandinsky_serve.domain.errors import ErrorCode, ServeError, invalid
-from kandinsky_serve.domain.job import Job, JobEvent, idempotent_job_id, new_job_id
+from kandinsky_serve.domain.events import ProgressEvent
+from kandinsky_serve.domain.job import Job, JobEvent, JobState, Webhook, idempotent_job_id, new_job_id
+from kandinsky_serve.domain.meta import JobMeta, NativeMeta
 from kandinsky_serve.domain.request import GenerationRequest
-from kandinsky_serve.engine.registry import ModelSpec, resolve_model
-from kandinsky_serve.notify import Notifier
+from kandinsky_serve.notify import Notifier, Watch
 from kandinsky_serve.settings import Settings
 from kandinsky_serve.store.protocol import Admission, JobPage, JobStore
 from kandinsky_serve.worker.messages import Cancel, ToWorker, Wake
 
-if TYPE_CHECKING:
-    from kandinsky_serve.api.auth import Caller
-
-
 # named in errors: a client's retry logic, not its generation parameters, is what to fix
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+# (here, not in annotations inside JobService, whose `list` method shadows the builtin there)
+LogLines = list[str]
+Images = list[Blob]
 
 
 class WorkerPool(Protocol):
@@ -61,23 +67,35 @@ class JobService:
         limiter: RateLimiter | None = None,
     ) -> None:
         self.settings = settings
-        self.store = store
-        self.blobs = blobs
-        self.notifier = notifier
+        # private: dialects ask the service (logs, images, progress...), never the store, blobs or notifier
+        self._store = store
+        self._blobs = blobs
+        self._notifier = notifier
         self.workers = workers
         # counts submissions, not status polls: SDKs poll once a second, and the GPUs are guarded by
         # the jobs-in-flight limit anyway (Replicate, too, limits creating predictions apart)
         self.limiter = limiter
-        self.model: ModelSpec = resolve_model(settings.model)
+        self.models = served_models(settings)
+        self.model = self.models[0]  # the default, for requests that name no model
+        # each served model by its id, its aliases and the name it was configured by
+        by_id = {entry.id: entry for entry in self.models}
+        self._by_name = {name.lower(): entry for entry in self.models for name in entry.names} | {
+            configured.lower(): by_id[catalogue.resolve(configured).id] for configured in settings.served_models
+        }
 
     def submit(
         self,
         request: GenerationRequest,
         caller: Caller,
-        meta: dict[str, object] | None = None,
+        meta: JobMeta | None = None,
         idempotency_key: str | None = None,
+        *,
+        cancel_at: datetime | None = None,
+        webhooks: Sequence[Webhook] = (),
     ) -> Job:
         """Queues the request for the caller, if its rate, credits, jobs in flight and the queue allow.
+        `cancel_at`: the janitor cancels the job if it is not finished by then; `webhooks`: told of
+        its progress through the store's outbox (both outlive this process).
 
         With an idempotency key (the caller's, Stripe's semantics), a retry gets the job the key made
         before, spending no rate, credits or jobs-in-flight slot again, if the request is the same
@@ -113,10 +131,12 @@ class JobService:
             owner=caller.owner,
             request=request,
             price=cost,
-            meta=dict(meta or {}),
+            meta=meta or NativeMeta(),
             fingerprint=fingerprint,
+            cancel_at=cancel_at,
+            webhooks=tuple(webhooks),
         )
-        stored = self.store.enqueue(job, admission)
+        stored = self._store.enqueue(job, admission)
         if stored is not job:  # a concurrent twin enqueued it first (the store admitted only that one)
             return _same_request(stored, caller.owner, fingerprint)
         if self.workers is not None:
@@ -125,15 +145,76 @@ class JobService:
 
     def _earlier(self, job_id: str, owner: str, fingerprint: str | None) -> Job | None:
         """The job an idempotency key made before, or None; an error if it was made for another request."""
-        job = self.store.get(job_id)
+        job = self._store.get(job_id)
         return None if job is None else _same_request(job, owner, fingerprint)
 
     def served(self, request: GenerationRequest) -> GenerationRequest:
-        """The request on this server's model, checked against it (seeded() then fixes its seed)."""
-        if request.model not in (None, self.model.id, self.settings.model):
-            raise invalid("model", f"{request.model!r} is not served here; this server runs {self.model.id}")
-        self.model.check(request)
-        return request.model_copy(update={"model": self.model.id})
+        """The request on the served model it names (the default when none), checked against that
+        model's family; seeded() then fixes its seed."""
+        entry = self.model if request.model is None else self.named(request.model)
+        entry.check(request)
+        return request.model_copy(update={"model": entry.id})
+
+    @property
+    def served_ids(self) -> str:
+        return ", ".join(entry.id for entry in self.models)
+
+    def model_status(self) -> list[dict[str, object]]:
+        """Each served model (the default first) and how many of its workers are up (ready or busy)."""
+        workers = self.workers.status() if self.workers is not None else []
+        up: dict[str, int] = {}
+        for worker in workers:
+            if worker.get("state") in ("ready", "busy"):
+                # a worker from before several models names none: it ran the one model, the default
+                model = str(worker.get("model") or self.model.id)
+                up[model] = up.get(model, 0) + 1
+        return [
+            {
+                "id": entry.id,
+                "family": entry.family.value,
+                "default": entry is self.model,
+                "ready": up.get(entry.id, 0) > 0,
+                "workers": up.get(entry.id, 0),
+            }
+            for entry in self.models
+        ]
+
+    def serves(self, name: str) -> bool:
+        return name.lower() in self._by_name
+
+    def named(self, name: str) -> ModelEntry:
+        """The served model a name means; NOT_FOUND for a model of the catalogue not served here,
+        invalid_input (naming `model`) for a name that is no model at all."""
+        entry = self._by_name.get(name.lower())
+        if entry is not None:
+            return entry
+        if catalogue.find(name) is not None:
+            raise ServeError(
+                ErrorCode.NOT_FOUND,
+                f"Model {name} is not served here; this server serves {self.served_ids}.",
+                field="model",
+            )
+        raise invalid("model", f"unknown model {name!r}; this server serves {self.served_ids}")
+
+    def for_family(self, family: Family, asked: str) -> ModelEntry:
+        """The served model of a family (the first listed), for dialects whose model names name a
+        family (Segmind slugs, Replicate and Eachlabs models); NOT_FOUND naming `asked` otherwise."""
+        entry = self.serving(family)
+        if entry is None:
+            raise ServeError(
+                ErrorCode.NOT_FOUND, f"{asked} is not served here; this server serves {self.served_ids}.", field="model"
+            )
+        return entry
+
+    def serving(self, family: Family) -> ModelEntry | None:
+        return next((entry for entry in self.models if entry.family is family), None)
+
+    def family_of(self, model_id: str | None) -> Family:
+        """The family of a job's model, also one no longer served (the default's, if unknown)."""
+        if model_id is None:
+            return self.model.family
+        entry = self._by_name.get(model_id.lower()) or catalogue.find(model_id)
+        return entry.family if entry is not None else self.model.family
 
     def seeded(self, request: GenerationRequest) -> GenerationRequest:
         """With a fixed seed, so that a job retried after a crash makes the same images."""
@@ -143,43 +224,77 @@ class JobService:
     def remaining_credits(self, caller: Caller) -> float | None:
         if caller.key is None or caller.key.credits is None:
             return None
-        return max(caller.key.credits - self.store.spent(caller.owner), 0.0)
+        return max(caller.key.credits - self._store.spent(caller.owner), 0.0)
 
     def get(self, job_id: str, owner: str) -> Job:
-        job = self.store.get(job_id)
+        job = self._store.get(job_id)
         if job is None or job.owner != owner:  # another key's job does not exist, as far as you know
             raise ServeError(ErrorCode.NOT_FOUND, f"Job {job_id} not found.")
         return job
 
     def list(self, owner: str, limit: int = 100, cursor: str | None = None) -> JobPage:
-        return self.store.list_jobs(owner, limit=limit, cursor=cursor)
+        return self._store.list_jobs(owner, limit=limit, cursor=cursor)
 
     def cancel(self, job_id: str, owner: str) -> Job:
         self.get(job_id, owner)
-        job = self.store.cancel(job_id)
+        job = self._store.cancel(job_id)
         if job is None:
             raise ServeError(ErrorCode.NOT_FOUND, f"Job {job_id} not found.")
         if job.cancel_requested and not job.state.terminal and self.workers is not None:
             self.workers.broadcast(Cancel(job_id))
-        self.notifier.publish([job_id])
+        self._notifier.publish([job_id])
         return job
 
+    # --- what dialects render besides the record: logs, images, files, progress, counts
+
+    def logs(self, job_id: str) -> LogLines:
+        """The job's log lines (batching, progress in tqdm style), oldest first."""
+        return [event.message for event in self._store.events(job_id) if event.message]
+
+    def images(self, job: Job) -> Images | None:
+        """The job's outputs' bytes, in order; None once retention removed any of them."""
+        found = [self._blobs.get(output.key) for output in job.outputs]
+        images = [blob for blob in found if blob is not None]
+        return images if len(images) == len(found) else None
+
+    @property
+    def reader(self) -> BlobReader:
+        """Stored files by key (outputs behind signed links, and what a dialect reads them by): read
+        only, since only workers and the files service write them."""
+        return _ReadOnly(self._blobs)
+
+    def progress(self, job_id: str) -> ProgressEvent | None:
+        """The running job's latest step, as this process last heard it (None: none heard)."""
+        return self._notifier.progress(job_id)
+
+    def counts(self) -> dict[JobState, int]:
+        """Jobs by state (readiness, metrics); raises when the store does not answer."""
+        return self._store.counts()
+
+    def watch(self, job_id: str, steps: bool = False) -> AbstractContextManager[Watch]:
+        """Updates about the job from now on (its record's changes; with steps, every step): the live
+        event stream. The caller has checked the job is the caller's."""
+        return self._notifier.watch(job_id, steps)
+
     async def wait(self, job_id: str, owner: str, timeout: float) -> Job:
-        """The job once it is terminal, or as it is when timeout seconds have passed."""
+        """The job once it is terminal, or as it is when timeout seconds have passed. Reads the store
+        once, then once per change of the job's record (not at every step)."""
         deadline = time.monotonic() + timeout
-        while True:
-            job = await anyio.to_thread.run_sync(self.get, job_id, owner)
-            left = deadline - time.monotonic()
-            if job.state.terminal or left <= 0:
-                return job
-            # a worker's report wakes us at once; the periodic look covers reclaims and lost messages
-            await self.notifier.wait(job_id, min(left, 5.0))
+        # watching from before the first read: a change between a read and the wait is not missed
+        with self._notifier.watch(job_id) as watch:
+            while True:
+                job = await anyio.to_thread.run_sync(self.get, job_id, owner)
+                left = deadline - time.monotonic()
+                if job.state.terminal or left <= 0:
+                    return job
+                # a worker's report wakes us at once; the periodic look covers reclaims and lost messages
+                await watch.changed(min(left, 5.0))
 
     async def run_sync(
         self,
         request: GenerationRequest,
         caller: Caller,
-        meta: dict[str, object],
+        meta: JobMeta,
         timeout: float,
         abandoned: Callable[[], Awaitable[None]] | None = None,
     ) -> Job:
@@ -210,8 +325,26 @@ class JobService:
     def _abandon(self, job_id: str, owner: str, why: str) -> None:
         # in the job's log, so that a canceled job nobody canceled by hand explains itself
         note = JobEvent(message=f"canceled: {why}, and the answer was the only way to this job")
-        self.store.add_events(job_id, [note])
+        self._store.add_events(job_id, [note])
         self.cancel(job_id, owner)
+
+
+class BlobReader(Protocol):
+    def get(self, key: str) -> Blob | None: ...
+
+
+class _ReadOnly:
+    def __init__(self, blobs: BlobStore) -> None:
+        self._blobs = blobs
+
+    def get(self, key: str) -> Blob | None:
+        return self._blobs.get(key)
+
+
+def served_models(settings: Settings) -> tuple[ModelEntry, ...]:
+    """The catalogue entries of the models the settings serve, the default first (one per id)."""
+    entries = [catalogue.resolve(name) for name in settings.served_models]
+    return tuple({entry.id: entry for entry in entries}.values())
 
 
 def request_fingerprint(request: GenerationRequest) -> str:

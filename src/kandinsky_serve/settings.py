@@ -15,7 +15,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KS_", env_file=".env", extra="ignore")
 
-    model: str = Field(default="kandinsky-2.2", description="model id (see `kandinsky-serve models`) or a local folder")
+    model: str = Field(
+        default="kandinsky-2.2",
+        description="the one model served when KS_MODELS is not set: a model id (see `kandinsky-serve models`) or a "
+        "local folder",
+    )
+    models: str | None = Field(
+        default=None,
+        description="comma-separated models this deployment serves (ids or local folders), e.g. tiny,tiny-2.1; the "
+        "first is the default for requests that name none; default: KS_MODEL",
+    )
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
     dtype: str = Field(default="auto", description="auto (fp16 on CUDA, fp32 on CPU), fp16, bf16 or fp32")
     compile: Literal["off", "unet", "all"] = Field(
@@ -23,7 +32,22 @@ class Settings(BaseSettings):
         description="off, unet (torch.compile the decoder UNets) or all (also the MoVQ decoder); for GPUs: "
         "slow first run, kernels cached in data_dir/compile-cache",
     )
-    channels_last: bool = Field(default=False, description="channels_last weights for the UNets and MoVQ (for GPUs)")
+    channels_last: bool | None = Field(
+        default=None,
+        description="channels_last (NHWC) weights and latents for the UNets and MoVQ; default: on a GPU when compile "
+        "is on (cuDNN and inductor's GroupNorm then run NHWC without layout conversions), else off",
+    )
+    cuda_graphs: bool = Field(
+        default=True,
+        description="on a GPU, replay each denoising step (prior and decoder) as a CUDA graph, one per batch size and "
+        "image size, captured the first time that shape runs (or at warm-up)",
+    )
+    warmup: str = Field(
+        default="auto",
+        description="shape buckets a worker runs once before it reports ready (CUDA graphs captured, kernels "
+        "compiled): auto, off, or sizes and batch sizes such as `768x768:1,8 512:1`; auto is 512x512 and 768x768 at "
+        "1 and max_batch images on a GPU, nothing on a CPU unless compile is on",
+    )
     data_dir: Path = Field(default=Path("data"), description="where jobs, inputs and outputs are kept")
     store_url: str | None = Field(
         default=None, description="redis://host:6379/0 to keep jobs and outputs in Redis; default: SQLite in data_dir"
@@ -35,7 +59,9 @@ class Settings(BaseSettings):
     public_url: str | None = Field(
         default=None, description="base URL clients reach this server at, for absolute URLs (default: from the request)"
     )
-    workers: int = Field(default=0, ge=0, description="worker processes; 0 = one per GPU, or one on a CPU machine")
+    workers: int = Field(
+        default=0, ge=0, description="worker processes per served model; 0 = one per GPU, or one on a CPU machine"
+    )
     max_batch: int = Field(default=4, ge=1, le=32, description="most jobs one worker runs as one batch")
     batch_window_ms: int = Field(
         default=0,
@@ -82,6 +108,12 @@ class Settings(BaseSettings):
     credits_per_unit: float = Field(
         default=1.0, ge=0, description="credits one 512x512 image with 50 decoder steps costs"
     )
+
+    @property
+    def served_models(self) -> list[str]:
+        """The models served, as configured (KS_MODELS, else KS_MODEL); the first is the default."""
+        listed = [name.strip() for name in (self.models or "").split(",") if name.strip()]
+        return list(dict.fromkeys(listed)) or [self.model]
 
     @property
     def database_path(self) -> Path:

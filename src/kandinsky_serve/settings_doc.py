@@ -12,8 +12,10 @@ from pydantic_core import PydanticUndefined
 
 from kandinsky_serve.settings import Settings
 
-# settings that `kandinsky-serve serve` also takes as flags
-_FLAGS = {"model", "host", "port", "data_dir", "workers", "device"}
+# settings that `kandinsky-serve serve` also takes as flags (`--model`, repeated, sets the list of models)
+_FLAGS = {name: f"`--{name.replace('_', '-')}`" for name in ("host", "port", "data_dir", "workers", "device")} | {
+    "models": "`--model` (repeatable)"
+}
 
 
 def render() -> str:
@@ -31,7 +33,7 @@ def render() -> str:
     for name, info in Settings.model_fields.items():
         default = info.default
         shown = "(none)" if default is None or default is PydanticUndefined else json.dumps(default, default=str)
-        flag = f"`--{name.replace('_', '-')}`" if name in _FLAGS else ""
+        flag = _FLAGS.get(name, "")
         lines.append(f"| `KS_{name.upper()}` | {flag} | `{shown}` | {info.description or ''} |")
     return "\n".join(lines) + "\n"
 

@@ -93,3 +93,13 @@ def inputs_kept(store: JobStore, job_id: str) -> bool:
     if isinstance(store, RedisJobStore):
         return bool(store._redis.exists(f"{store._p}inp:{job_id}"))
     raise TypeError(f"no inputs probe for {type(store).__name__}")
+
+
+def lease_holder(store: JobStore, job_id: str) -> str | None:
+    """The worker the backend records as holding the job's lease, if any."""
+    if isinstance(store, SqliteJobStore):
+        row = store._connection().execute("SELECT worker FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else row[0]
+    if isinstance(store, RedisJobStore):
+        return store._redis.hget(f"{store._p}job:{job_id}", "worker") or None
+    raise TypeError(f"no lease probe for {type(store).__name__}")

@@ -20,7 +20,7 @@ def test_sqlite_runs_in_wal_with_normal_sync_between_durable_writes(tmp_path):
             "journal_mode": "wal",
             "synchronous": "normal",
             "busy_timeout_ms": 5000,
-            "schema_version": 2,
+            "schema_version": 3,
         }
 
 

@@ -96,7 +96,7 @@ def test_a_schema_1_database_is_migrated_and_its_jobs_run_with_their_images(tmp_
     v1_database(path, [queued, text, finished, gone], expired={gone.id})
 
     store = SqliteJobStore(path, clock=clock)
-    assert store.pragmas()["schema_version"] == 2
+    assert store.pragmas()["schema_version"] == 3
     conn = store._connection()
     assert {row[0] for row in conn.execute("SELECT job_id FROM inputs")} == {queued.id, finished.id}
     assert max(len(row[0]) for row in conn.execute("SELECT request FROM requests")) < 1000  # no base64 left

@@ -72,19 +72,27 @@ def test_webhooks_arrive_signed_and_the_final_one_is_retried(serve, receiver):
     assert receiver.received.empty()
 
 
-def test_on_redis_only_the_node_that_accepted_a_prediction_sends_its_webhooks():
-    from types import SimpleNamespace
+def test_the_body_asks_for_webhooks_as_replicate_filters_them():
+    from kandinsky_serve.api.dialects.replicate.webhooks import retry_delay, subscriptions
+    from kandinsky_serve.domain.errors import ServeError
+    from kandinsky_serve.domain.job import Webhook, WebhookEvent
 
-    from kandinsky_serve.api.dialects.replicate.webhooks import NODE, ours
-    from kandinsky_serve.domain import GenerationRequest
-    from kandinsky_serve.domain.job import Job
-    from kandinsky_serve.settings import Settings
+    checked: list[tuple[str, str]] = []
 
-    def job(node):
-        return Job(owner="alice", request=GenerationRequest(prompt="x"), meta={"node": node} if node else {})
+    def check(url: str, field: str) -> None:
+        checked.append((url, field))
 
-    shared = SimpleNamespace(settings=Settings(store_url="redis://redis.internal:6379/0"))
-    assert ours(shared, job(NODE))
-    assert not ours(shared, job("another-api-node"))
-    alone = SimpleNamespace(settings=Settings())
-    assert ours(alone, job("this-machine-before-a-restart"))
+    body = {"webhook": "https://a.example/h", "webhook_completed": "https://b.example/c"}
+    assert subscriptions(body, check) == (
+        Webhook(url="https://a.example/h", events=frozenset({WebhookEvent.OUTPUT, WebhookEvent.COMPLETED})),
+        Webhook(url="https://b.example/c", events=frozenset({WebhookEvent.COMPLETED})),
+    )
+    assert checked == [("https://a.example/h", "webhook"), ("https://b.example/c", "webhook_completed")]
+    only_start = subscriptions({"webhook": "https://a.example/h", "webhook_events_filter": ["start"]}, check)
+    assert only_start[0].events == {WebhookEvent.START}
+    with pytest.raises(ServeError) as bad:
+        subscriptions({"webhook": "https://a.example/h", "webhook_events_filter": ["finished"]}, check)
+    assert bad.value.field == "webhook_events_filter"
+    assert subscriptions({}, check) == ()
+    # `completed` is retried 1 s, 2 s, 4 s ... after each failure, at most 5 minutes apart
+    assert [retry_delay(n) for n in (1, 2, 3, 9, 10, 50)] == [1.0, 2.0, 4.0, 256.0, 300.0, 300.0]

@@ -11,12 +11,12 @@ from torch._dynamo.testing import CompileCounter
 from kandinsky_serve.domain import GenerationRequest
 from kandinsky_serve.engine import steps
 from kandinsky_serve.engine.decoder import Conditioning, DenoiseJob, Inpainting, denoise
-from kandinsky_serve.engine.schedulers import SCHEDULERS, SchedulerAdapter
+from kandinsky_serve.engine.random_weights import load_config
+from kandinsky_serve.engine.schedulers import OFFERED, SCHEDULERS, SchedulerAdapter
+from kandinsky_serve.engine.sources import Family
 from tests.engine.test_schedulers import DECODER_CONFIG
 
-PURE = ["DDPM", "DDIM", "Euler", "Euler a", "P-Sampler", "DPM++ 2M", "DPM++ 2M Karras"]
-# longer multistep histories and special steps: still driven through diffusers' step()
-HOST_STATE = ["UniPC", "PLMS"]
+PURE = ["DDPM", "DDIM", "Euler", "Euler a", "P-Sampler", "DPM++ 2M", "DPM++ 2M Karras", "UniPC", "PLMS"]
 
 
 class TensorDenoiser(torch.nn.Module):
@@ -30,9 +30,9 @@ class TensorDenoiser(torch.nn.Module):
         return (torch.cat([eps, torch.tanh(x)], dim=1),)
 
 
-def make(name: str, inpaint: bool, strength: float = 1.0) -> tuple[SchedulerAdapter, DenoiseJob]:
+def make(name: str, inpaint: bool, strength: float = 1.0, count: int = 6) -> tuple[SchedulerAdapter, DenoiseJob]:
     adapter = SchedulerAdapter(SCHEDULERS[name], DECODER_CONFIG)
-    timesteps = adapter.timesteps(6, strength, torch.device("cpu"))
+    timesteps = adapter.timesteps(count, strength, torch.device("cpu"))
     generators = [torch.Generator().manual_seed(i) for i in range(3)]
     noise = torch.cat([torch.randn(1, 4, 4, 4, generator=g) for g in generators])
     data = torch.Generator().manual_seed(99)
@@ -67,22 +67,38 @@ def test_pure_step_gives_the_schedulers_own_result_bit_for_bit(name, inpaint):
 
 @pytest.mark.parametrize("inpaint", [False, True])
 @pytest.mark.parametrize("name", PURE)
-def test_pure_step_is_one_graph_for_the_whole_run(monkeypatch, name, inpaint):
+def test_pure_step_is_one_graph_for_the_whole_run(name, inpaint):
     torch._dynamo.reset()
     counter = CompileCounter()
-    monkeypatch.setattr(steps, "wrap", lambda fn: torch.compile(fn, fullgraph=True, backend=counter))
     adapter, job = make(name, inpaint)
-    compiled = denoise(TensorDenoiser(), adapter, job)
+    compiled = denoise(
+        TensorDenoiser(), adapter, job, wrap=lambda fn: torch.compile(fn, fullgraph=True, backend=counter)
+    )
     assert counter.frame_count == 1  # 6 steps, one capture: nothing per step is baked into the graph
-    monkeypatch.undo()
     adapter, job = make(name, inpaint)
     assert torch.equal(compiled.latents, denoise(TensorDenoiser(), adapter, job).latents)
 
 
-@pytest.mark.parametrize("name", HOST_STATE)
-def test_multistep_schedulers_still_take_the_scheduler_loop(name):
-    adapter, job = make(name, inpaint=False)
-    assert steps.plan(adapter, job.timesteps) is None
+# 6 steps already reach every special step (UniPC: first order and no corrector first, first order
+# last; PLMS: its two warm-up steps and each history length); these also reach them at run edges
+@pytest.mark.parametrize(("count", "strength"), [(1, 1.0), (2, 1.0), (3, 0.7), (12, 1.0), (12, 0.5)])
+@pytest.mark.parametrize("name", ["UniPC", "PLMS"])
+def test_multistep_special_steps_at_every_run_length(name, count, strength):
+    adapter, job = make(name, inpaint=False, strength=strength, count=count)
+    new = denoise(TensorDenoiser(), adapter, job)
+    with steps.legacy_loop():
+        adapter, job = make(name, inpaint=False, strength=strength, count=count)
+        old = denoise(TensorDenoiser(), adapter, job)
+    assert torch.equal(new.latents, old.latents)
+
+
+@pytest.mark.parametrize("family", [Family.K22, Family.K21])
+def test_every_offered_scheduler_has_a_pure_form(family):
+    config = load_config(f"{'k22' if family is Family.K22 else 'k21'}_decoder_scheduler")
+    for name in OFFERED[family]:
+        adapter = SchedulerAdapter(SCHEDULERS[name], config)
+        for strength in (1.0, 0.6):
+            assert steps.plan(adapter, adapter.timesteps(20, strength, torch.device("cpu"))) is not None, name
 
 
 def make_request(task: str, scheduler: str | None = None, **fields) -> GenerationRequest:
@@ -121,7 +137,7 @@ def test_every_task_runs_its_decoder_step_as_one_graph(request_fixture, monkeypa
     eager = [engine.run(job).pixels for job in jobs]
     torch._dynamo.reset()
     counter = CompileCounter()
-    monkeypatch.setattr(steps, "wrap", lambda fn: torch.compile(fn, fullgraph=True, backend=counter))
+    monkeypatch.setattr(engine, "step_wrap", lambda fn: torch.compile(fn, fullgraph=True, backend=counter))
     for job, pixels in zip(jobs, eager, strict=True):
         assert np.array_equal(engine.run(job).pixels, pixels), job.task
     # fullgraph raises on any break; one frame for every step of every task: nothing recompiled
@@ -134,17 +150,20 @@ def request_fixture(request):
 
 
 @pytest.mark.parametrize(
-    ("family", "task", "scheduler"),
+    ("family", "task", "scheduler", "count"),
     [
-        ("2.2", "inpaint", "DDPM"),
-        ("2.2", "controlnet", "Euler a"),
-        ("2.1", "img2img", "P-Sampler"),
-        ("2.2", "text2img", "DPM++ 2M Karras"),
+        ("2.2", "inpaint", "DDPM", 2),
+        ("2.2", "controlnet", "Euler a", 2),
+        ("2.1", "img2img", "P-Sampler", 2),
+        ("2.2", "text2img", "DPM++ 2M Karras", 2),
+        # enough steps for the multistep special steps (img2img at 0.9 runs 5 of 6)
+        ("2.1", "text2img", "PLMS", 6),
+        ("2.2", "img2img", "UniPC", 6),
     ],
 )
-def test_engine_pictures_are_those_of_the_old_loop(request_fixture, family, task, scheduler, photo, mask, depth):
+def test_engine_pictures_are_those_of_the_old_loop(request_fixture, family, task, scheduler, count, photo, mask, depth):
     engine = request_fixture("engine22" if family == "2.2" else "engine21")
-    job = make_request(task, scheduler, num_images=2, **inputs(task, photo, mask, depth))
+    job = make_request(task, scheduler, num_images=2, steps=count, **inputs(task, photo, mask, depth))
     new = engine.run(job).pixels
     with steps.legacy_loop():
         old = engine.run(job).pixels

@@ -65,8 +65,9 @@ def stop_group(process: subprocess.Popen[bytes], timeout: float) -> None:
             kill_group(process)
 
 
-def start_server(data_dir: Path, key: str | None = None, **env: str) -> Server:
-    """`key`: one created in data_dir before the start (keys are then required, /readyz included)."""
+def start_server(data_dir: Path, key: str | None = None, wait_ready: bool = True, **env: str) -> Server:
+    """`key`: one created in data_dir before the start (keys are then required, /readyz included).
+    Returns once /readyz says ready, or at once without `wait_ready`."""
     port = free_port()
     log = data_dir.parent / f"server-{port}.log"
     environment = {
@@ -87,6 +88,8 @@ def start_server(data_dir: Path, key: str | None = None, **env: str) -> Server:
         start_new_session=True,  # its own process group, so kill() takes the workers too
     )
     server = Server(process, f"http://127.0.0.1:{port}", data_dir, log, key)
+    if not wait_ready:
+        return server
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -43,7 +43,8 @@ def test_native_api(serve):
                 if name == "done":
                     break
     steps = [data["step"] for name, data in events if name == "progress" and data["stage"] == "decoder"]
-    assert steps and steps == sorted(steps)
+    # every step from the first one seen (the stream may begin mid-job), none skipped or repeated
+    assert steps and steps == list(range(steps[0], 41))
     previews = [data["preview"] for name, data in events if name == "progress" and "preview" in data]
     assert previews, "the decoder's progress carries previews"
     header, _, payload = previews[0].partition(",")

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from kandinsky_serve.api.app import create_app
+from kandinsky_serve.api.compose import serve_app
 from kandinsky_serve.auth.keys import SqliteKeyStore
 from kandinsky_serve.settings import Settings
 from tests.dialects.conftest import create_key
@@ -51,7 +51,7 @@ def test_a_key_opens_them_as_probes_and_scrapers_send_it(keyed: Server) -> None:
 
 
 def _probe_statuses(data_dir: Path, **settings: object) -> dict[str, int]:
-    app = create_app(Settings(model="tiny", data_dir=data_dir, **settings), run_workers=False)  # type: ignore[arg-type]
+    app = serve_app(Settings(model="tiny", data_dir=data_dir, **settings), run_workers=False)  # type: ignore[arg-type]
     with TestClient(app) as client:
         return {path: client.get(path).status_code for path in ("/healthz", *PROBES)}
 

@@ -81,6 +81,32 @@ def test_compatible_jobs_run_as_one_batch_and_each_equals_its_single_run(request
         assert_batching_guarantee(png_pixels(blobs, output.key), single)
 
 
+def test_a_worker_leases_only_its_models_jobs_so_models_never_share_a_batch(store, blobs, engine22, engine21):
+    # one store, one worker per model (as `serve` runs KS_MODELS=tiny,tiny-2.1), jobs of both interleaved
+    jobs = [
+        enqueue(store, model=model, prompt=f"a fox {i}", seed=i, steps=2, prior_steps=2)
+        for i, model in enumerate(["tiny", "tiny-2.1"] * 2)
+    ]
+    ran: dict[str, list[list[str | None]]] = {"tiny": [], "tiny-2.1": []}
+
+    class Recording(CountingEngine):
+        def __init__(self, engine, model):
+            super().__init__(engine)
+            self.model = model
+
+        def run_batch(self, requests, on_progress=None, cancels=None, previews=0):
+            ran[self.model].append([r.model for r in requests])
+            return super().run_batch(requests, on_progress, cancels, previews)
+
+    config = Settings(max_batch=4, lease_seconds=30, drain_seconds=0)
+    for model, engine in (("tiny", engine22), ("tiny-2.1", engine21)):
+        runner = Runner(f"w-{model}", config, store, blobs, Recording(engine, model), lambda m: None, models=[model])
+        assert runner.run_once()
+        assert not runner.run_once()  # the other model's jobs are not this worker's to take
+    assert ran == {"tiny": [["tiny", "tiny"]], "tiny-2.1": [["tiny-2.1", "tiny-2.1"]]}
+    assert all(store.get(job.id).state is JobState.SUCCEEDED for job in jobs)
+
+
 def test_incompatible_jobs_wait_for_their_own_batch(store, blobs, engine22):
     engine = CountingEngine(engine22)
     first = enqueue(store, width=64)

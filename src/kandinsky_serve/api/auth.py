@@ -11,24 +11,17 @@ that is valid there still identifies its owner.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 from starlette.datastructures import Headers
 
 from kandinsky_serve.api.state import app_state
-from kandinsky_serve.auth.keys import ApiKey
+from kandinsky_serve.auth.caller import Caller
 from kandinsky_serve.domain.errors import ErrorCode, ServeError
 
 LOCAL_OWNER = "local"
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
-
-
-@dataclass(frozen=True)
-class Caller:
-    owner: str  # owns the jobs it creates; no other caller can see them
-    key: ApiKey | None  # None: the keyless local user
 
 
 def api_key_from(headers: Headers) -> str | None:
@@ -70,3 +63,5 @@ def caller_owner(caller: Annotated[Caller, Depends(authenticate)]) -> str:
 
 CallerDep = Annotated[Caller, Depends(authenticate)]
 Owner = Annotated[str, Depends(caller_owner)]
+
+__all__ = ["LOCAL_OWNER", "Caller", "CallerDep", "Owner", "api_key_from", "authenticate", "keys_required"]

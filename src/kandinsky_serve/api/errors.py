@@ -1,6 +1,7 @@
 """Errors on the wire: one ServeError taxonomy, rendered in the shape of the dialect that was called.
 
-A route's first tag names its dialect; each dialect registers how it renders an error. Request
+A route's first tag names its dialect; the app installs each dialect's renderer under that name
+(`install(app, renderers)`; the native shape for every other route). Request
 bodies FastAPI cannot parse become invalid_input errors that name the field, never a bare 422.
 
 The OpenAPI document says the same: each route lists the errors it can answer (`error_responses`,
@@ -11,7 +12,7 @@ through its dialect's helper, with the dialect's own body model and statuses), a
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -44,20 +45,16 @@ def native_error(error: ServeError) -> Response:
     return JSONResponse(body, status_code=error.http_status, headers=error_headers(error))
 
 
-_RENDERERS: dict[str, Renderer] = {"native": native_error}
+def install(app: FastAPI, renderers: Mapping[str, Renderer]) -> None:
+    """Renders every error in the shape of the dialect whose route raised it: `renderers` by a route's
+    first tag, the native shape for the rest (and for requests that matched no route)."""
+    by_tag = {"native": native_error, **renderers}
 
+    def render(request: Request, error: ServeError) -> Response:
+        route = request.scope.get("route")
+        tags = getattr(route, "tags", None) or ["native"]
+        return by_tag.get(str(tags[0]), native_error)(error)
 
-def register_renderer(dialect: str, renderer: Renderer) -> None:
-    _RENDERERS[dialect] = renderer
-
-
-def render(request: Request, error: ServeError) -> Response:
-    route = request.scope.get("route")
-    tags = getattr(route, "tags", None) or ["native"]
-    return _RENDERERS.get(str(tags[0]), native_error)(error)
-
-
-def install(app: FastAPI) -> None:
     async def on_serve_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ServeError)
         return render(request, exc)

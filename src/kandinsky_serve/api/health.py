@@ -29,9 +29,18 @@ def probe_access(request: Request) -> None:
         authenticate(request)
 
 
+class ModelReadiness(BaseModel):
+    id: str
+    family: str
+    default: bool = Field(description="the model of requests that name none")
+    ready: bool = Field(description="at least one of its workers has it loaded")
+    workers: int = Field(description="its workers that are ready or busy")
+
+
 class Readiness(BaseModel):
     ready: bool
-    model: str
+    model: str = Field(description="the default model")
+    models: list[ModelReadiness] = Field(description="every served model, the default first")
     store: str = Field(description="ok, or unreachable")
     queue_depth: int
     workers: list[dict[str, Any]] = Field(description="each worker: pid, host, device, state")
@@ -54,23 +63,25 @@ def healthz() -> dict[str, str]:
         **_PROBE_ERRORS,
         503: {
             "model": Readiness | NativeError,
-            "description": "Not ready (no worker has its model loaded, or the store does not answer)",
+            "description": "Not ready (a served model has no worker with it loaded, or the store does not answer)",
             "headers": RETRY_AFTER_HEADER,
         },
     },
 )
 def readyz(state: State) -> JSONResponse:
-    """Ready when the store answers and at least one worker has its model loaded."""
+    """Ready when the store answers and every served model has a worker with it loaded."""
     workers = state.workers.status() if state.workers is not None else []
     try:
-        counts = state.service.store.counts()
+        counts = state.service.counts()
         store_ok = True
     except Exception:
         counts, store_ok = {}, False
-    ready = store_ok and any(w["state"] in ("ready", "busy") for w in workers)
+    models = state.service.model_status()
+    ready = store_ok and all(model["ready"] for model in models)
     body = {
         "ready": ready,
         "model": state.service.model.id,
+        "models": models,
         "store": "ok" if store_ok else "unreachable",
         "queue_depth": counts.get(JobState.QUEUED, 0),
         "workers": workers,

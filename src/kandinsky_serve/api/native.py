@@ -16,6 +16,7 @@ from kandinsky_serve.api.errors import ON_READ, ON_SUBMIT, native_errors, not_fo
 from kandinsky_serve.api.idempotency import idempotency_key
 from kandinsky_serve.api.state import Service, State
 from kandinsky_serve.api.urls import file_url, valid_signature
+from kandinsky_serve.domain.catalogue import DEFAULT, OFFERED
 from kandinsky_serve.domain.errors import ErrorCode
 from kandinsky_serve.domain.events import ProgressEvent
 from kandinsky_serve.domain.job import Job
@@ -32,7 +33,7 @@ def _progress(event: ProgressEvent) -> dict[str, Any]:
 
 
 def job_view(request: Request, job: Job, service: JobService | None = None) -> dict[str, Any]:
-    progress = service.notifier.progress(job.id) if service is not None and not job.state.terminal else None
+    progress = service.progress(job.id) if service is not None and not job.state.terminal else None
     outputs = [{"url": file_url(request, o.key), "seed": o.seed, "content_type": o.content_type} for o in job.outputs]
     return {
         "id": job.id,
@@ -66,7 +67,7 @@ async def create_job(
 def get_job(job_id: str, request: Request, service: Service, owner: Owner) -> dict[str, Any]:
     """The job, with its log lines (batching, progress in tqdm style)."""
     view = job_view(request, service.get(job_id, owner), service)
-    view["logs"] = "\n".join(e.message for e in service.store.events(job_id) if e.message)
+    view["logs"] = "\n".join(service.logs(job_id))
     return view
 
 
@@ -98,27 +99,53 @@ def cancel_job(job_id: str, request: Request, service: Service, owner: Owner) ->
 async def job_events(job_id: str, request: Request, service: Service, owner: Owner) -> StreamingResponse:
     """Server-sent events: `progress` at every step (now and then with a `preview` image as a data
     URI), then one `done` with the final job."""
-    service.get(job_id, owner)
+    await anyio.to_thread.run_sync(service.get, job_id, owner)  # NOT_FOUND before the stream begins
 
     async def stream() -> AsyncIterator[str]:
-        last, last_preview = None, None
-        while True:
-            job = service.get(job_id, owner)
-            if job.state.terminal:
-                yield f"event: done\ndata: {json.dumps(job_view(request, job))}\n\n"
-                return
-            progress = service.notifier.progress(job_id)
-            if progress is not None and progress != last:
-                last = progress
-                data: dict[str, Any] = {"state": job.state.value, **_progress(progress)}
-                preview = service.notifier.preview(job_id)
-                if preview is not None and preview != last_preview:
-                    data["preview"] = last_preview = preview
-                yield f"event: progress\ndata: {json.dumps(data)}\n\n"
-            elif not await service.notifier.wait(job_id, 15.0):
-                yield ": keep-alive\n\n"
+        # watching from before the first read: no step or change in between is lost; the store is
+        # read again only when the job's record changes (or after a quiet spell), not at every step
+        with service.watch(job_id, steps=True) as watch:
+            job = await anyio.to_thread.run_sync(service.get, job_id, owner)
+            while not job.state.terminal:
+                update = await watch.next(15.0)
+                if update is not None and update.progress is not None:
+                    data: dict[str, Any] = {"state": job.state.value, **_progress(update.progress)}
+                    if update.preview is not None:
+                        data["preview"] = update.preview
+                    yield f"event: progress\ndata: {json.dumps(data)}\n\n"
+                    continue
+                if update is None:  # quiet: keep the connection, and look (a message may have been lost)
+                    yield ": keep-alive\n\n"
+                job = await anyio.to_thread.run_sync(service.get, job_id, owner)
+            yield f"event: done\ndata: {json.dumps(job_view(request, job))}\n\n"
 
     return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/models", responses=native_errors(ErrorCode.UNAUTHORIZED, ErrorCode.UNAVAILABLE))
+def list_models(service: Service, _: Owner) -> dict[str, Any]:
+    """The models served here, the default first (a job's `model` names one by id or alias), and
+    whether each has a worker ready. In OpenAI's list shape too (`object`, `data[].id`, `owned_by`), so
+    `openai.models.list()` shows what its `model` can name."""
+    entries = {entry.id: entry for entry in service.models}
+    data = []
+    for status in service.model_status():
+        entry = entries[str(status["id"])]
+        data.append(
+            {
+                "id": entry.id,
+                "object": "model",
+                "created": 0,
+                "owned_by": "kandinsky-serve",
+                **status,
+                "description": entry.description,
+                "aliases": list(entry.aliases),
+                "tasks": sorted(task.value for task in entry.tasks),
+                "schedulers": list(OFFERED[entry.family]),
+                "default_scheduler": DEFAULT[entry.family],
+            }
+        )
+    return {"object": "list", "data": data}
 
 
 # only outputs/...: the rest of /v1/files is Replicate's files API (replicate/files.py)
@@ -139,7 +166,7 @@ def get_file(rest: str, state: State, expires: int = 0, sig: str = "") -> Respon
     """An output, through the signed link a job handed out (no API key needed; it expires)."""
     key = f"outputs/{rest}"
     signed = valid_signature(state.url_secret, key, expires, sig)
-    blob = state.service.blobs.get(key) if signed else None
+    blob = state.service.reader.get(key) if signed else None
     if blob is None:
         raise not_found("File (or the link has expired)")
     return Response(blob.data, media_type=blob.content_type, headers={"Cache-Control": "private, max-age=3600"})

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from kandinsky_serve.api.app import create_app
+from kandinsky_serve.api.compose import serve_app
 from kandinsky_serve.settings import Settings
 
 DEFAULT_PATH = Path(__file__).resolve().parents[3] / "docs" / "openapi.json"
@@ -19,7 +19,7 @@ DEFAULT_PATH = Path(__file__).resolve().parents[3] / "docs" / "openapi.json"
 
 def schema() -> dict[str, Any]:
     # the routes, not the settings, make the schema; the model is only named, never loaded
-    app = create_app(Settings(model="tiny"), run_workers=False)
+    app = serve_app(Settings(model="tiny"), run_workers=False)
     return app.openapi()
 
 

@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
-import secrets
 import time
-from pathlib import Path
 
 from fastapi import Request
 
 from kandinsky_serve.api.state import app_state
-from kandinsky_serve.settings import Settings
 
 
 def base_url(request: Request) -> str:
@@ -44,16 +40,3 @@ def valid_signature(secret: bytes, key: str, expires: int, signature: str) -> bo
 
 def _sign(secret: bytes, key: str, expires: int) -> str:
     return hmac.new(secret, f"{key}\n{expires}".encode(), hashlib.sha256).hexdigest()[:32]
-
-
-def load_url_secret(settings: Settings) -> bytes:
-    """The configured secret, or one kept in the data dir so links survive restarts."""
-    if settings.url_secret:
-        return settings.url_secret.encode()
-    path: Path = settings.data_dir / "url_secret"
-    if not path.exists():
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(secrets.token_hex(32))
-    return path.read_text().strip().encode()

@@ -5,7 +5,7 @@ steps, guidance and scheduler. Timings are medians of repeated runs after a warm
 reported too (with --compile it is the compile). With one image the two draw from one generator in
 the same order, so their pictures are compared too (max abs diff).
 
-The speed options (--compile, --channels-last) apply to our engine only: the diffusers side always
+The speed options (--compile, --channels-last, CUDA graphs) apply to our engine only: the diffusers side always
 runs plain eager with contiguous weights (torch.compiler's force_eager stance, weights converted
 back for its runs), because that is what users compare against. So with options on, the ratio is
 ours-with-options against plain diffusers, and not the engine's own merit alone.
@@ -238,6 +238,7 @@ def run(
         "dtype": str(engine.dtype).removeprefix("torch."),
         "compile": engine.options.compile,
         "channels_last": engine.options.channels_last,
+        "cuda_graphs": engine.graphs is not None,
         "peak_tflops": None if peak is None else peak / 1e12,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
@@ -255,6 +256,7 @@ def table(result: dict[str, Any]) -> str:
     extra = ("max diff", 9), ("peak MB", 8), ("1st run s", 10), ("TFLOP/img", 10), ("MFU", 6), ("diff MFU", 8)
     head = " ".join(f"{name:>{width}}" for name, width in (*columns, *extra))
     options = f"compile {result['compile']}" + (", channels_last" if result["channels_last"] else "")
+    options += ", CUDA graphs" if result.get("cuda_graphs") else ""
     title = (
         f"engine benchmark: {result['model']} on {result['device']} ({result['dtype']}, ours with {options}; "
         f"diffusers eager), torch {result['torch']}"

@@ -1,14 +1,17 @@
 """`bench engine --profile`: how much the host dispatches per image and per decoder step.
 
 On any device: aten operators dispatched (a TorchDispatchMode counting every call that reaches a
-kernel), for one whole run and per decoder step, for ours (the capture-safe step loop and the old
-per-step diffusers-scheduler loop) and for plain diffusers. A step's figure is the median count
-between two consecutive decoder progress callbacks, so it holds the step and the loop's own work
-around it (the cancel check; diffusers' callback), nothing of the prior or the decode.
+kernel), for one whole run and per decoder step, for ours (the capture-safe prior and decoder steps,
+and the old loops that call the diffusers schedulers' step()) and for plain diffusers. A step's
+figure is the median count between two consecutive decoder progress callbacks, so it holds the
+step and the loop's own work around it (the cancel check; diffusers' callback), nothing of the
+prior or the decode.
 
-On CUDA also, from torch.profiler over one run of each side: kernels launched per image, and the GPU
-busy fraction: the time some kernel (or copy) runs, intervals merged, over the run's wall time.
-A launch-bound loop shows many kernels and a low busy fraction; a captured one, the opposite.
+On CUDA also, from torch.profiler over one run of each side: kernels run per image, launches per
+image (the host's calls that start GPU work: kernel launches, graph launches and copies; a replayed
+CUDA graph runs hundreds of kernels for one launch), and the GPU busy fraction: the time some kernel
+(or copy) runs, intervals merged, over the run's wall time. A launch-bound loop shows as many
+launches as kernels and a low busy fraction; a captured one, few launches and a high fraction.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from kandinsky_serve.domain.events import ProgressEvent, Stage
-from kandinsky_serve.engine import steps
+from kandinsky_serve.engine import prior_step, steps
 
 
 class OpCounter(TorchDispatchMode):
@@ -71,6 +74,20 @@ def count_ops(run: Callable[[StepMarks], Any]) -> tuple[int, int | None]:
     return marks.counter.count, marks.per_step()
 
 
+# the CUDA runtime and driver calls that start work on the GPU, as torch.profiler names them
+_LAUNCHES = frozenset(
+    {
+        "cudaLaunchKernel",
+        "cudaLaunchKernelExC",
+        "cuLaunchKernel",
+        "cuLaunchKernelEx",
+        "cudaGraphLaunch",
+        "cudaMemcpyAsync",
+        "cudaMemsetAsync",
+    }
+)
+
+
 def cuda_profile(run: Callable[[], Any], images: int) -> dict[str, Any]:
     """Kernels launched per image and the GPU's busy fraction over one run (CUDA only)."""
     from torch.autograd import DeviceType
@@ -82,7 +99,9 @@ def cuda_profile(run: Callable[[], Any], images: int) -> dict[str, Any]:
         run()
         torch.cuda.synchronize()
         wall_s = time.perf_counter() - start
-    spans = sorted((e.time_range.start, e.time_range.end) for e in prof.events() if e.device_type == DeviceType.CUDA)
+    events = prof.events()
+    spans = sorted((e.time_range.start, e.time_range.end) for e in events if e.device_type == DeviceType.CUDA)
+    launches = sum(1 for e in events if e.device_type == DeviceType.CPU and e.name in _LAUNCHES)
     busy_us, end = 0.0, float("-inf")
     for a, b in spans:  # the union of the intervals: overlapping streams count once
         if b > end:
@@ -90,6 +109,7 @@ def cuda_profile(run: Callable[[], Any], images: int) -> dict[str, Any]:
             end = b
     return {
         "kernels_per_image": round(len(spans) / images),
+        "launches_per_image": round(launches / images),
         "kernel_s": round(busy_us / 1e6, 4),
         "wall_s": round(wall_s, 4),
         "gpu_busy": round(min(busy_us / 1e6 / wall_s, 1.0), 4) if wall_s > 0 else None,
@@ -105,7 +125,7 @@ def profile_engine(
     """Both sides' dispatch figures. `ours(on_progress)` runs our engine; `theirs(on_step)` runs
     plain diffusers and calls on_step at each decoder step's end."""
     ours_total, ours_step = count_ops(lambda marks: ours(marks.on_progress))
-    with steps.legacy_loop():
+    with steps.legacy_loop(), prior_step.legacy_loop():
         legacy_total, legacy_step = count_ops(lambda marks: ours(marks.on_progress))
     theirs_total, theirs_step = count_ops(lambda marks: theirs(marks.mark))
     report: dict[str, Any] = {
@@ -136,6 +156,7 @@ def describe(profile: dict[str, Any]) -> str:
         ours, theirs = cuda["ours"], cuda["diffusers"]
         line += (
             f"; kernels/image ours {ours['kernels_per_image']}, diffusers {theirs['kernels_per_image']}; "
+            f"launches/image ours {ours.get('launches_per_image')}, diffusers {theirs.get('launches_per_image')}; "
             f"GPU busy ours {ours['gpu_busy']:.0%}, diffusers {theirs['gpu_busy']:.0%}"
         )
     return line

@@ -116,18 +116,26 @@ def run(
     max_batch: int,
     device: str = "cpu",
     dtype: str = "auto",
+    restart: bool = False,
 ) -> dict[str, Any]:
-    """The server and its bare engine on the same device (on CUDA both hold the model on one GPU)."""
+    """The server and its bare engine on the same device (on CUDA both hold the model on one GPU).
+    Also the start: seconds from launching `serve` to ready (model loaded, KS_WARMUP's buckets run) and
+    to its first image of `size`; with `restart`, again for a second start on the same data dir (a
+    warm compile cache), as a restarted worker would."""
     body = {"prompt": "a moss covered astronaut", "width": size, "height": size, "steps": steps, "seed": 1}
     engine = Engine.create(model, device, dtype)
     request = GenerationRequest.model_validate({**body, "model": model})
     engine.run(request)  # warm up
     rows = []
     split: list[tuple[float, ...]] = []
+    starts: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory() as data_dir:
+        launched = time.perf_counter()
         process, url = _start(model, Path(data_dir), max_batch, device, dtype)
         try:
+            ready = time.perf_counter()
             _load(url, body, 1, 1)  # warm the worker up
+            starts.append(_start_times(launched, ready))
             for count in clients:
                 latencies, elapsed = _load(url, body, count, jobs, split if count == 1 else None)
                 rows.append(
@@ -143,6 +151,16 @@ def run(
         finally:
             process.terminate()
             process.wait(timeout=120)
+        if restart:
+            launched = time.perf_counter()
+            process, url = _start(model, Path(data_dir), max_batch, device, dtype)
+            try:
+                ready = time.perf_counter()
+                _load(url, body, 1, 1)
+                starts.append(_start_times(launched, ready))
+            finally:
+                process.terminate()
+                process.wait(timeout=120)
     return {
         "benchmark": "server",
         "model": model,
@@ -163,7 +181,13 @@ def run(
         if split
         else None,
         "rows": rows,
+        "start": starts[0],
+        "restart": starts[1] if restart else None,
     }
+
+
+def _start_times(launched: float, ready: float) -> dict[str, float]:
+    return {"ready_s": round(ready - launched, 2), "first_image_s": round(time.perf_counter() - launched, 2)}
 
 
 def _pairs(
@@ -199,4 +223,8 @@ def table(result: dict[str, Any]) -> str:
             f"{k.removesuffix('_s')} {v * 1000:.1f} ms" for k, v in result["one_client_phases_p50"].items()
         )
         lines.append(f"one client, p50 of each phase: {phases}")
+    for name in ("start", "restart"):
+        if result.get(name):
+            times = result[name]
+            lines.append(f"{name}: ready in {times['ready_s']:.1f} s, first image in {times['first_image_s']:.1f} s")
     return "\n".join(lines)

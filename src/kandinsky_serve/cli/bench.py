@@ -30,11 +30,18 @@ def engine(
         typer.Option("--compile", help="torch.compile our UNet (unet) and MoVQ decoder (all); diffusers stays eager"),
     ] = "off",
     channels_last: Annotated[
-        bool, typer.Option("--channels-last", help="channels_last weights for ours; diffusers stays contiguous")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--channels-last/--no-channels-last",
+            help="channels_last weights and latents for ours (default: on CUDA only); diffusers stays contiguous",
+        ),
+    ] = None,
     compile_cache: Annotated[
         Path | None, typer.Option(help="inductor cache folder (default: torch's, under /tmp)")
     ] = None,
+    cuda_graphs: Annotated[
+        bool, typer.Option(help="on CUDA, replay our denoising steps as CUDA graphs (as KS_CUDA_GRAPHS)")
+    ] = True,
     sizes: Annotated[str, typer.Option(help="square sizes, comma-separated")] = "512,1024",
     batches: Annotated[str, typer.Option(help="images per request, comma-separated")] = "1,4",
     steps: Annotated[int, typer.Option(help="decoder steps")] = 25,
@@ -55,7 +62,7 @@ def engine(
     from kandinsky_serve.bench.engine import as_json, run, table
     from kandinsky_serve.engine.speed import EngineOptions
 
-    options = EngineOptions(compile_, channels_last, compile_cache)
+    options = EngineOptions(compile_, channels_last, compile_cache, cuda_graphs)
     try:
         result = run(
             model, device, _numbers(sizes), _numbers(batches), steps, prior_steps, repeats, dtype, options, profile
@@ -77,14 +84,18 @@ def server(
     max_batch: Annotated[int, typer.Option(help="the server's KS_MAX_BATCH")] = 4,
     device: Annotated[str, typer.Option(help="the server's and the bare engine's device (KS_DEVICE)")] = "cpu",
     dtype: Annotated[str, typer.Option(help="auto, fp16, bf16, fp32 (KS_DTYPE)")] = "auto",
+    restart: Annotated[
+        bool, typer.Option("--restart", help="also time a second start on the same data dir (warm compile cache)")
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="also print one JSON object as the last line")] = False,
 ) -> None:
-    """Jobs per second, p50/p99 latency, and the time the server adds per job over the bare engine."""
+    """Jobs per second, p50/p99 latency, the time the server adds per job over the bare engine, and
+    the seconds from start to ready and to the first image."""
     import json
 
     from kandinsky_serve.bench.server import run, table
 
-    result = run(model, size, steps, _numbers(clients), jobs, max_batch, device, dtype)
+    result = run(model, size, steps, _numbers(clients), jobs, max_batch, device, dtype, restart)
     typer.echo(table(result))
     if json_out:
         typer.echo(json.dumps(result))

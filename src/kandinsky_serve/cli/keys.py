@@ -133,8 +133,9 @@ def keys_revoke(key_id: str, data_dir: DataDir = None, store_url: StoreUrl = Non
 
 @app.command()
 def models() -> None:
-    """List the built-in model ids."""
-    from kandinsky_serve.engine.registry import BUILTIN
+    """List the built-in model ids (serve several with KS_MODELS=a,b or --model a --model b)."""
+    from kandinsky_serve.domain.catalogue import CATALOGUE
 
-    for spec in BUILTIN.values():
-        typer.echo(f"{spec.id:<16} Kandinsky {spec.family.value}  {spec.description}")
+    for entry in CATALOGUE.values():
+        aliases = f" (also {', '.join(entry.aliases)})" if entry.aliases else ""
+        typer.echo(f"{entry.id:<16} Kandinsky {entry.family.value}  {entry.description}{aliases}")

@@ -11,12 +11,12 @@ import os
 import time
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from kandinsky_serve.domain.errors import ErrorCode
 from kandinsky_serve.domain.events import ProgressEvent, Stage
+from kandinsky_serve.domain.meta import JobMeta, NativeMeta
 from kandinsky_serve.domain.request import GenerationRequest
 
 
@@ -113,6 +113,25 @@ def tqdm_line(event: ProgressEvent) -> str:
     return f"{percent:3d}%|{bar}| {event.step}/{event.total} {event.stage.value}"
 
 
+class WebhookEvent(StrEnum):
+    """What a webhook may be told of a job: it started, has new output or new log lines, ended."""
+
+    START = "start"
+    OUTPUT = "output"
+    LOGS = "logs"
+    COMPLETED = "completed"
+
+
+class Webhook(BaseModel):
+    """Where to POST news of a job, and which news. Deliveries go through the store's outbox
+    (store/outbox.py), so they outlive the process that accepted the job."""
+
+    model_config = ConfigDict(frozen=True)
+
+    url: str
+    events: frozenset[WebhookEvent]
+
+
 class Job(BaseModel):
     model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
 
@@ -130,11 +149,14 @@ class Job(BaseModel):
     price: float = 0.0  # credits the job costs if it does not fail
     cancel_requested: bool = False
     data_removed: bool = False
-    # what a dialect needs to render the job later (Replicate version, webhook, ...); opaque here
-    meta: dict[str, Any] = Field(default_factory=dict)
+    # what the dialect that made it needs to render it later (Replicate version, webhook, ...)
+    meta: JobMeta = Field(default_factory=NativeMeta)
     # for a job made with an Idempotency-Key: a digest of the request as the caller sent it (before
     # the server drew a seed), which a retry with the same key must match; None otherwise
     fingerprint: str | None = None
+    # the caller's deadline (Replicate's Cancel-After): past it the janitor cancels the job
+    cancel_at: datetime | None = None
+    webhooks: tuple[Webhook, ...] = ()
 
     @property
     def batch_key(self) -> str:

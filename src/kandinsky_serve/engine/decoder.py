@@ -10,10 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import torch
 
+from kandinsky_serve.engine import steps
+from kandinsky_serve.engine.graphs import unwrapped
 from kandinsky_serve.engine.schedulers import SchedulerAdapter
+
+if TYPE_CHECKING:
+    from kandinsky_serve.engine.graphs import Wrap
 
 # Called after each step with (steps done, total, the latents); returns a bool mask of the rows to
 # keep, or None to keep them all. Raising stops the whole run.
@@ -60,6 +66,19 @@ class DenoiseJob:
     guidance_scale: float
     inpainting: Inpainting | None = None
 
+    def in_layout(self, layout: torch.memory_format) -> DenoiseJob:
+        """The job with its image-shaped tensors in `layout` (engine.steps.memory_format)."""
+        if layout == torch.contiguous_format and self.latents.is_contiguous():
+            return self
+        inpainting = self.inpainting
+        if inpainting is not None:
+            inpainting = Inpainting(
+                _laid_out(inpainting.image_latents, layout),
+                _laid_out(inpainting.keep, layout),
+                _laid_out(inpainting.noise, layout),
+            )
+        return replace(self, latents=_laid_out(self.latents, layout), inpainting=inpainting)
+
     def select(self, keep: torch.Tensor) -> DenoiseJob:
         return replace(
             self,
@@ -68,6 +87,16 @@ class DenoiseJob:
             generators=[g for g, k in zip(self.generators, keep.tolist(), strict=True) if k],
             inpainting=self.inpainting.select(keep) if self.inpainting else None,
         )
+
+
+def _laid_out(tensor: torch.Tensor, layout: torch.memory_format) -> torch.Tensor:
+    """`tensor` in `layout` with that layout's exact strides: a one-channel mask already counts as
+    channels_last-contiguous with NCHW strides, and torch.cat would then make the inpaint UNet's input
+    NCHW."""
+    if layout != torch.channels_last:
+        return tensor.contiguous(memory_format=layout)
+    laid = torch.empty(tensor.shape, dtype=tensor.dtype, device=tensor.device, memory_format=layout)
+    return laid.copy_(tensor)
 
 
 @dataclass
@@ -81,14 +110,14 @@ def denoise(
     scheduler: SchedulerAdapter,
     job: DenoiseJob,
     check: StepCheck | None = None,
+    wrap: Wrap | None = None,
 ) -> DenoiseResult:
     """Runs the job's steps: through engine.steps' capture-safe step where the scheduler has a pure
-    form (the same pictures, bit for bit in float32), else through the diffusers scheduler."""
-    from kandinsky_serve.engine import steps  # it imports this module's types
-
+    form (the same pictures, bit for bit in float32), else through the diffusers scheduler. `wrap`
+    takes the capture-safe step (engine.graphs replays it as a CUDA graph)."""
     schedule = steps.plan(scheduler, job.timesteps)
     if schedule is not None:
-        return DenoiseResult(*steps.run(unet, scheduler, job, schedule, check))
+        return DenoiseResult(*steps.run(unet, scheduler, job, schedule, check, wrap or unwrapped))
     return _denoise_with_scheduler(unet, scheduler, job, check)
 
 

@@ -17,6 +17,7 @@ from kandinsky_serve.domain.errors import Canceled, ErrorCode, ServeError
 from kandinsky_serve.domain.request import GenerationRequest
 from kandinsky_serve.engine.conditioning import memoize_hint
 from kandinsky_serve.engine.devices import resolve_device, resolve_dtype
+from kandinsky_serve.engine.graphs import StepGraphs, Wrap, cuda_capture, unwrapped
 from kandinsky_serve.engine.preview import Previewer
 from kandinsky_serve.engine.prior import PriorRunner
 from kandinsky_serve.engine.registry import ModelSpec, resolve_model
@@ -37,7 +38,7 @@ class Engine:
         self.family = spec.family
         self.device = device
         self.dtype = dtype
-        self.options = options or EngineOptions()
+        self.options = (options or EngineOptions()).for_device(device)
         self.options.apply_process_wide()
         self._source = spec.make_source()
         self._unets: dict[UNetKind, Any] = {}
@@ -56,6 +57,17 @@ class Engine:
         self.size_multiple = movq_scale * unet_scale
         self.previewer = Previewer(self.movq, movq_scale)
         self.decode_tiling: DecodeTiling = DEFAULT_TILING  # when and how the MoVQ decodes in tiles
+        # what the prior and decoder loops pass their capture-safe steps through
+        self.graphs: StepGraphs | None = None
+        self.step_wrap: Wrap = unwrapped
+        if self.options.cuda_graphs and device.type == "cuda":
+            self.use_graphs(StepGraphs(cuda_capture()))
+
+    def use_graphs(self, graphs: StepGraphs | None) -> None:
+        """Replays both loops' steps through `graphs` (None: eager)."""
+        self.graphs = graphs
+        self.step_wrap = graphs if graphs is not None else unwrapped
+        self.prior.wrap = graphs if graphs is not None else unwrapped
 
     @classmethod
     def create(
@@ -94,8 +106,12 @@ class Engine:
         prepared = [self._prepare(r) for r in requests]
         if len({r.batch_key for r in prepared}) > 1:
             raise ValueError("run_batch needs requests with equal batch_key")
-        with torch.inference_mode(), self._out_of_memory_guard(prepared):
-            return Run(self, prepared, on_progress, cancels, previews).execute()
+        try:
+            with torch.inference_mode(), self._out_of_memory_guard(prepared):
+                return Run(self, prepared, on_progress, cancels, previews).execute()
+        finally:
+            if self.graphs is not None:
+                self.graphs.release_inputs()  # the graphs keep their buffers, not this run's tensors
 
     def _prepare(self, request: GenerationRequest) -> GenerationRequest:
         self.spec.check(request)

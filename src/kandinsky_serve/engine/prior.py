@@ -6,7 +6,10 @@ Differences from diffusers' prior pipeline, each for the server's sake:
   equal up to the kernels' batch-dependent rounding, see engine.run);
 - the zero-image embedding (the default negative, about 1 TFLOP of image encoder at full size)
   is computed once, and prompt encodings are kept in a small LRU cache;
-- a callback after every step reports progress and lets the caller cancel.
+- a callback after every step reports progress and lets the caller cancel;
+- each step is one function of tensors (engine.prior_step, capture-safe like the decoder's), so a
+  CUDA graph or a compiled graph can replay it: at the prior's size the per-op launches of diffusers'
+  step (and its host-side coefficient arithmetic) are most of the prior's time on a GPU.
 """
 
 from __future__ import annotations
@@ -19,11 +22,18 @@ import torch
 from diffusers import UnCLIPScheduler
 from PIL import Image
 
+from kandinsky_serve.engine import prior_step
+from kandinsky_serve.engine.prior_step import PriorStep, StepFn
 from kandinsky_serve.engine.sources import PriorParts
 
 StepCallback = Callable[[int, int], None]
 
 _TEXT_CACHE_SIZE = 256
+_SCHEDULE_CACHE_SIZE = 64
+
+
+def _identity(step: PriorStep) -> StepFn:
+    return step
 
 
 @dataclass(frozen=True)
@@ -40,6 +50,21 @@ class _TextEncoding:
     mask: torch.Tensor  # (1, 77) bool
 
 
+@dataclass(frozen=True)
+class _Run:
+    """One sample() call's inputs to its loop."""
+
+    timesteps: torch.Tensor
+    prevs: list[int | torch.Tensor]  # each step's prev_timestep: the next timestep, -1 after the last
+    generators: list[torch.Generator]
+    cfg: bool
+    guidance_scale: float
+    embeds: torch.Tensor
+    hidden: torch.Tensor
+    mask: torch.Tensor
+    on_step: StepCallback | None
+
+
 class PriorRunner:
     def __init__(self, parts: PriorParts, device: torch.device, dtype: torch.dtype) -> None:
         self.parts = parts
@@ -47,6 +72,10 @@ class PriorRunner:
         self.dtype = dtype
         self._texts: OrderedDict[str, _TextEncoding] = OrderedDict()
         self._zero: torch.Tensor | None = None
+        # where a captured or compiled step goes in (once per sample() call); tests put
+        # torch.compile(fullgraph=True) here to prove the step never breaks the graph
+        self.wrap: Callable[[PriorStep], StepFn] = _identity
+        self._schedules: dict[int, tuple[prior_step.PriorSchedule, tuple[torch.Tensor, ...]]] = {}
 
     @property
     def embedding_dim(self) -> int:
@@ -110,11 +139,50 @@ class PriorRunner:
         # UnCLIP's set_timesteps(1) divides by steps - 1; one step is the first of two, straight to x0
         scheduler.set_timesteps(max(steps, 2), device=self.device)
         timesteps = scheduler.timesteps[:steps]
+        # -1 at the last step: the sample itself (what diffusers' t - 1 gives when the last t is 0)
+        prevs: list[int | torch.Tensor] = [*timesteps[1:], -1]
         generators = [r.generator for r in rows]
         noise = torch.cat([torch.randn(1, self.embedding_dim, generator=g) for g in generators])
         latents = (noise * scheduler.init_noise_sigma).to(self.device, self.dtype)
+        loop = self._legacy_loop if prior_step.is_legacy() else self._step_loop
+        run = _Run(timesteps, prevs, generators, cfg, guidance_scale, embeds, hidden, mask, on_step)
+        latents = loop(scheduler, run, latents)
 
-        for i, t in enumerate(timesteps):
+        result: torch.Tensor = self.parts.prior.post_process_latents(latents)
+        return result
+
+    def _step_loop(self, scheduler: UnCLIPScheduler, run: _Run, latents: torch.Tensor) -> torch.Tensor:
+        """The capture-safe loop: the step (through `wrap`) per timestep, progress on the host."""
+        schedule, coefs = self._schedule(scheduler, run)
+        draws = prior_step.draw_noise(run.generators, self.embedding_dim, schedule.draws, self.dtype)
+        step = self.wrap(PriorStep(self.parts.prior, schedule, run.cfg))
+        guidance = torch.tensor(run.guidance_scale, dtype=torch.float32, device=self.device)
+        total = len(run.timesteps)
+        noise = draws.to(self.device).unbind()  # views made once: the loop dispatches nothing per step
+        for i, t in enumerate(run.timesteps.unbind()):
+            latents = step(latents, t, coefs[i], noise[i], guidance, run.embeds, run.hidden, run.mask)
+            if run.on_step is not None:
+                run.on_step(i + 1, total)
+        return latents
+
+    def _schedule(
+        self, scheduler: UnCLIPScheduler, run: _Run
+    ) -> tuple[prior_step.PriorSchedule, tuple[torch.Tensor, ...]]:
+        """The run's schedule and its coefficient rows on the device. A function of the step count
+        alone (the config is the runner's), kept: its host arithmetic is some 50 scalar ops a step."""
+        steps = len(run.timesteps)
+        if steps not in self._schedules:
+            schedule = prior_step.plan(scheduler, run.timesteps, run.prevs)
+            if len(self._schedules) >= _SCHEDULE_CACHE_SIZE:
+                self._schedules.clear()
+            self._schedules[steps] = (schedule, schedule.coefs.to(self.device).unbind())
+        return self._schedules[steps]
+
+    def _legacy_loop(self, scheduler: UnCLIPScheduler, run: _Run, latents: torch.Tensor) -> torch.Tensor:
+        """The pre-issue-12 loop, diffusers' step() per step (prior_step.legacy_loop), for A/B checks."""
+        embeds, hidden, mask, cfg, generators = run.embeds, run.hidden, run.mask, run.cfg, run.generators
+        guidance_scale, timesteps, prevs, on_step = run.guidance_scale, run.timesteps, run.prevs, run.on_step
+        for i, (t, prev) in enumerate(zip(timesteps, prevs, strict=True)):
             model_in = torch.cat([latents, latents]) if cfg else latents
             predicted = self.parts.prior(
                 model_in,
@@ -126,13 +194,9 @@ class PriorRunner:
             if cfg:
                 uncond, cond = predicted.chunk(2)
                 predicted = uncond + guidance_scale * (cond - uncond)
-            # -1 at the last step: the sample itself (what diffusers' t - 1 gives when the last t is 0)
-            prev = -1 if i + 1 == len(timesteps) else timesteps[i + 1]
             latents = scheduler.step(
                 predicted, timestep=t, sample=latents, generator=generators, prev_timestep=prev
             ).prev_sample
             if on_step is not None:
                 on_step(i + 1, len(timesteps))
-
-        result: torch.Tensor = self.parts.prior.post_process_latents(latents)
-        return result
+        return latents

@@ -10,9 +10,10 @@ itself is then arithmetic on tensors, the same operations in the same order as d
 pictures are bit-identical.
 
 Capture-safe here: DDPM and P-Sampler (fixed_small(_log), fixed_large, learned_range variance;
-thresholding and clipping), DDIM (eta 0), Euler (no churn), Euler a, and DPM++ 2M (also Karras; its
-last x0 is a state tensor the step takes and returns). UniPC and PLMS keep longer histories and
-special steps; they still run through SchedulerAdapter (docs/benchmarks.md says what each needs).
+thresholding and clipping), DDIM (eta 0), Euler (no churn) and Euler a; in engine.pure_multistep,
+whose histories are state tensors the step takes and returns: DPM++ 2M (also Karras), UniPC (order 2,
+bh2, with its corrector) and PLMS. Every scheduler we offer, as configured, has a pure form; other
+configurations (pure() returns None) still run through SchedulerAdapter.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import torch
 from diffusers import (
     DDIMScheduler,
     DDPMScheduler,
-    DPMSolverMultistepScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
 )
@@ -34,8 +34,9 @@ from diffusers import (
 from kandinsky_serve.engine.schedulers import SchedulerAdapter
 
 # (model output, latents, coefficient row, this step's noise or None, state) -> (next latents, state);
-# the state is what a multistep solver carries to the next step (DPM++: the last x0), else None
-State: TypeAlias = torch.Tensor | None
+# the state is what a multistep solver carries to the next step (latents-shaped tensors: DPM++ the last
+# x0, UniPC two x0s and a sample, PLMS three outputs and a sample), else None
+State: TypeAlias = tuple[torch.Tensor, ...] | None
 Update = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, State], tuple[torch.Tensor, State]]
 Scale = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -49,7 +50,7 @@ class PureScheduler:
     draws: list[bool]  # per step: whether diffusers draws noise from the generators at this step
     update: Update
     scale: Scale  # scale_model_input
-    stateful: bool = False  # carries a latents-shaped state from step to step (zeros before the first)
+    slots: int = 0  # how many latents-shaped state tensors it carries from step to step (zeros before the first)
 
 
 def _stateless(step: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]) -> Update:
@@ -201,68 +202,20 @@ def _euler_ancestral(adapter: SchedulerAdapter, timesteps: torch.Tensor) -> Pure
     return PureScheduler("Euler a", torch.stack(rows).float(), [True] * len(rows), _stateless(step), _euler_scale)
 
 
-def _dpm_solver(adapter: SchedulerAdapter, timesteps: torch.Tensor) -> PureScheduler | None:
-    """DPM++ 2M (and Karras): second order from the last x0, first order at the first step and where
-    diffusers lowers the order at the end; both as one formula whose history weight is 0 there."""
-    s = adapter.scheduler
-    c = s.config
-    if (c.algorithm_type, c.solver_order, c.solver_type) != ("dpmsolver++", 2, "midpoint") or (
-        c.variance_type is not None or c.use_flow_sigmas
-    ):
-        return None
-    start, full = len(s.timesteps) - len(timesteps), len(s.timesteps)
-
-    def alpha_sigma(sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        alpha = 1 / ((sigma**2 + 1) ** 0.5)
-        return alpha, sigma * alpha
-
-    def lam(alpha: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        return torch.log(alpha) - torch.log(sigma)
-
-    rows = []
-    for i in range(len(timesteps)):
-        index = start + i
-        lower_final = index == full - 1 and (
-            c.euler_at_final or (c.lower_order_final and full < 15) or c.final_sigmas_type == "zero"
-        )
-        alpha_s0, sigma_s0 = alpha_sigma(s.sigmas[index])
-        alpha_t, sigma_t = alpha_sigma(s.sigmas[index + 1])
-        h = lam(alpha_t, sigma_t) - lam(alpha_s0, sigma_s0)
-        direct = alpha_t * (torch.exp(-h) - 1.0)
-        if i == 0 or lower_final:  # first order: no history term (its weights 0: nothing undefined)
-            inv_r0, half = torch.tensor(0.0), torch.tensor(0.0)
-        else:
-            alpha_s1, sigma_s1 = alpha_sigma(s.sigmas[index - 1])
-            r0 = (lam(alpha_s0, sigma_s0) - lam(alpha_s1, sigma_s1)) / h
-            inv_r0, half = 1.0 / r0, 0.5 * direct
-        rows.append(torch.stack([sigma_s0, alpha_s0, sigma_t / sigma_s0, direct, inv_r0, half]))
-    fix = _x0_fix(c) if c.thresholding else (lambda x0: x0)
-
-    def update(
-        out: torch.Tensor, latents: torch.Tensor, k: torch.Tensor, noise: torch.Tensor | None, state: State
-    ) -> tuple[torch.Tensor, State]:
-        assert state is not None  # the loop starts it at zeros: the same graph at every step
-        x0 = fix((latents - k[0] * out) / k[1])  # convert_model_output, before the float32 upcast
-        sample = latents.to(torch.float32)
-        d1 = k[4] * (x0 - state)
-        prev = k[2] * sample - k[3] * x0 - k[5] * d1
-        return prev.to(out.dtype), x0
-
-    return PureScheduler("DPM++ 2M", torch.stack(rows).float(), [False] * len(rows), update, _no_scale, True)
-
-
-_BUILDERS: dict[type, Callable[[SchedulerAdapter, torch.Tensor], PureScheduler | None]] = {
+Builder = Callable[[SchedulerAdapter, torch.Tensor], PureScheduler | None]
+_BUILDERS: dict[type, Builder] = {
     DDPMScheduler: _ddpm,
     DDIMScheduler: _ddim,
     EulerDiscreteScheduler: _euler,
-    DPMSolverMultistepScheduler: _dpm_solver,
     EulerAncestralDiscreteScheduler: _euler_ancestral,
 }
 
 
 def pure(adapter: SchedulerAdapter, timesteps: torch.Tensor) -> PureScheduler | None:
     """The run's schedule as tensors, or None where the scheduler still needs its Python state."""
-    builder = _BUILDERS.get(type(adapter.scheduler))
+    from kandinsky_serve.engine import pure_multistep  # it builds on this module's types
+
+    builder = _BUILDERS.get(type(adapter.scheduler)) or pure_multistep.BUILDERS.get(type(adapter.scheduler))
     if builder is None or adapter.scheduler.config.prediction_type != "epsilon":
         return None
     return builder(adapter, timesteps)

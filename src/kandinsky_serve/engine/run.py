@@ -227,7 +227,7 @@ class Run:
             return keep_rows
 
         unet = engine.unet(_UNET_FOR_TASK.get(first.task, UNetKind.TEXT2IMG))
-        result = denoise(unet, scheduler, job, check)
+        result = denoise(unet, scheduler, job, check, self.engine.step_wrap)
         return result.latents, alive_at_start[result.rows]
 
     def _previews(

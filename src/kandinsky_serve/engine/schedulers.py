@@ -8,7 +8,6 @@ and never call `scale_model_input` (Euler runs but is numerically wrong). Our lo
 from __future__ import annotations
 
 import inspect
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,8 +23,9 @@ from diffusers import (
     UniPCMultistepScheduler,
 )
 
-from kandinsky_serve.domain.errors import invalid
-from kandinsky_serve.engine.sources import Family
+from kandinsky_serve.domain.catalogue import DEFAULT, OFFERED, Family, scheduler_name
+
+__all__ = ["DEFAULT", "OFFERED", "SCHEDULERS", "SchedulerAdapter", "SchedulerSpec", "resolve"]
 
 Factory = Callable[[dict[str, Any]], Any]
 
@@ -75,48 +75,14 @@ SCHEDULERS: dict[str, SchedulerSpec] = {
     )
 }
 
-OFFERED: dict[Family, tuple[str, ...]] = {
-    Family.K22: ("DDPM", "DDIM", "DPM++ 2M", "DPM++ 2M Karras", "UniPC", "Euler", "Euler a", "P-Sampler"),
-    # 2.1: Segmind's DDIM / P-Sampler, plus what its third-party clients send (PLMS)
-    Family.K21: ("DDIM", "P-Sampler", "DDPM", "PLMS", "DPM++ 2M", "UniPC"),
-}
-DEFAULT: dict[Family, str] = {Family.K22: "DDPM", Family.K21: "DDIM"}
-
-_ALIASES = {
-    "dpmsolvermultistep": "DPM++ 2M",
-    "dpmpp2m": "DPM++ 2M",
-    "kdpm2m": "DPM++ 2M",
-    "dpmpp2mkarras": "DPM++ 2M Karras",
-    "unipcmultistep": "UniPC",
-    "pndm": "PLMS",
-    "eulerdiscrete": "Euler",
-    "k_euler": "Euler",
-    "eulerancestral": "Euler a",
-    "eulerancestraldiscrete": "Euler a",
-    "k_euler_ancestral": "Euler a",
-    "psampler": "P-Sampler",
-    "p_sampler": "P-Sampler",
-    "ddim_sampler": "DDIM",
-    "plms_sampler": "PLMS",
-}
-
-
-def _key(name: str) -> str:
-    return re.sub(r"[\s\-_+]", "", name.lower())
-
-
-_BY_KEY = {_key(name): name for name in SCHEDULERS} | {_key(a): name for a, name in _ALIASES.items()}
+# The names, and which family offers which, are the catalogue's (domain.catalogue): an API process
+# checks a request's scheduler without importing diffusers. tests/domain/test_catalogue.py checks
+# that every name there has its factory here.
 
 
 def resolve(family: Family, name: str | None) -> SchedulerSpec:
     """The scheduler a request asks for, by any common spelling; a ServeError names the choices."""
-    if name is None:
-        return SCHEDULERS[DEFAULT[family]]
-    canonical = _BY_KEY.get(_key(name))
-    if canonical is None or canonical not in OFFERED[family]:
-        choices = ", ".join(OFFERED[family])
-        raise invalid("scheduler", f"{name!r} is not offered for Kandinsky {family.value}; choose one of {choices}")
-    return SCHEDULERS[canonical]
+    return SCHEDULERS[scheduler_name(family, name)]
 
 
 class SchedulerAdapter:

@@ -13,10 +13,9 @@ from typing import Any, Protocol
 
 import torch
 
+from kandinsky_serve.domain.catalogue import Family
 
-class Family(StrEnum):
-    K22 = "2.2"
-    K21 = "2.1"
+__all__ = ["DecoderTextParts", "Family", "PriorParts", "UNetKind", "WeightsSource"]
 
 
 class UNetKind(StrEnum):

@@ -17,7 +17,7 @@ kernels from the cache folder: seconds instead of a minute or two each on a CPU.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -36,14 +36,28 @@ COMPILE_CACHE_FOLDER = "compile-cache"
 @dataclass(frozen=True)
 class EngineOptions:
     compile: CompileTarget = "off"  # unet: every decoder UNet; all: also the MoVQ decoder
-    channels_last: bool = False
+    channels_last: bool | None = None  # None: on a GPU only (see for_device)
     # inductor's persistent cache (FX graphs, AOT autograd, Triton kernels); None: torch's default,
     # a folder under /tmp that does not survive a reboot or a fresh container
     compile_cache_dir: Path | None = None
+    cuda_graphs: bool = True  # on a CUDA device, replay denoising steps as graphs (engine.graphs)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EngineOptions:
-        return cls(settings.compile, settings.channels_last, settings.data_dir / COMPILE_CACHE_FOLDER)
+        return cls(
+            settings.compile, settings.channels_last, settings.data_dir / COMPILE_CACHE_FOLDER, settings.cuda_graphs
+        )
+
+    def for_device(self, device: torch.device) -> EngineOptions:
+        """The options with their defaults settled for the device: channels_last when compiling on a
+        GPU. Eager, cuDNN converts every convolution's input and output between NCHW and NHWC (a fifth
+        of an H200's kernel time at 768², ../shared/gpu/README.md), but channels_last alone only moves
+        the conversions into eager GroupNorm, whose kernel wants NCHW: on the H200 it was 5 % faster at
+        batch 1 and 10 % slower at batch 8. Inductor's GroupNorm runs NHWC as it is, so with compile
+        the whole UNet stays NHWC. Off on a CPU, whose channels_last GroupNorm is far less precise."""
+        if self.channels_last is not None:
+            return self
+        return replace(self, channels_last=device.type == "cuda" and self.compile != "off")
 
     def apply_process_wide(self) -> None:
         """Points inductor at the cache folder; before the first compile, as torch reads it lazily."""
@@ -70,7 +84,7 @@ class EngineOptions:
         return movq
 
 
-def _to_channels_last(module: torch.nn.Module, wanted: bool) -> None:
+def _to_channels_last(module: torch.nn.Module, wanted: bool | None) -> None:
     if wanted:
         # nn.Module.to, not the diffusers override, which warns about dtype casts on every call
         torch.nn.Module.to(module, memory_format=torch.channels_last)

@@ -9,32 +9,26 @@ The loop around it keeps what must stay on the host: progress, previews and canc
 dropping canceled rows between steps (a new shape, so a new graph; it happens at most once a
 request).
 
-`wrap` is where a captured or compiled version of the step goes in; it is the identity by default,
-and tests put `torch.compile(fullgraph=True)` there to prove no step breaks the graph.
+`run` takes a `wrap` for the step: the engine's `StepGraphs` (engine.graphs: one CUDA graph per shape
+bucket), the identity when graphs are off, and in tests `torch.compile(fullgraph=True)` to prove that
+no step breaks the graph. A step's `signature` says what besides its inputs' shapes makes its graph.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from kandinsky_serve.engine.pure_schedulers import PureScheduler, pure
+from kandinsky_serve.engine.graphs import Wrap, unwrapped
+from kandinsky_serve.engine.pure_schedulers import PureScheduler, State, pure
 from kandinsky_serve.engine.schedulers import SchedulerAdapter
 
 if TYPE_CHECKING:
     from kandinsky_serve.engine.decoder import Conditioning, DenoiseJob, StepCheck
 
-StepFn = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
-
-
-def _identity(step: StepFn) -> StepFn:
-    return step
-
-
-wrap: Callable[[StepFn], StepFn] = _identity
 _legacy = False
 
 
@@ -57,12 +51,20 @@ def plan(adapter: SchedulerAdapter, timesteps: torch.Tensor) -> PureScheduler | 
 class DecoderStep:
     """One denoising step, its static choices (CFG, inpainting, channels) fixed at construction."""
 
-    def __init__(self, unet: torch.nn.Module, schedule: PureScheduler, cfg: bool, channels: int, learned: bool) -> None:
+    def __init__(
+        self, unet: torch.nn.Module, schedule: PureScheduler, scheduler: str, cfg: bool, channels: int, learned: bool
+    ) -> None:
         self.unet = unet
         self.schedule = schedule
+        self.scheduler = scheduler  # the offered name: P-Sampler is DDPM's maths with other static choices
         self.cfg = cfg
         self.channels = channels
         self.learned = learned  # P-Sampler: the scheduler reads the UNet's variance channels
+
+    @property
+    def signature(self) -> tuple[object, ...]:
+        """What fixes this step's graph besides its inputs' shapes (the coefficients are inputs)."""
+        return ("decoder", id(self.unet), self.scheduler, self.cfg, self.channels, self.learned)
 
     def __call__(
         self,
@@ -73,9 +75,9 @@ class DecoderStep:
         guidance: torch.Tensor,
         hidden: torch.Tensor | None,
         added: dict[str, torch.Tensor],
-        state: torch.Tensor | None = None,
+        state: State = None,
         inpaint: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    ) -> tuple[torch.Tensor, State]:
         model_in = self.schedule.scale(latents, coef)
         if inpaint is not None:
             masked, keep = inpaint[0], inpaint[1]
@@ -100,13 +102,31 @@ class DecoderStep:
         return latents, state
 
 
+def memory_format(unet: torch.nn.Module) -> torch.memory_format:
+    """channels_last when the UNet's weights are (EngineOptions.channels_last): the latents and every
+    image-shaped input then are too, so the step computes in NHWC from end to end, where NCHW latents
+    would make every elementwise op of the scheduler mix the two layouts."""
+    weight = getattr(getattr(unet, "conv_in", None), "weight", None)
+    if isinstance(weight, torch.Tensor) and weight.dim() == 4 and not weight.is_contiguous():
+        if weight.is_contiguous(memory_format=torch.channels_last):
+            return torch.channels_last
+    return torch.contiguous_format
+
+
 def draw(generators: list[torch.Generator], like: torch.Tensor) -> torch.Tensor:
     """A step's noise as diffusers' `step()` draws it: one (1, c, h, w) draw from each row's generator
     in row order, on the CPU in the latents' dtype (randn_tensor with CPU generators), then moved.
     Drawn by the loop before the step, so the step only reads an input (a static buffer once captured);
     drawn per step rather than for the whole run up front, so memory stays flat at large sizes."""
     shape = (1, *like.shape[1:])
-    return torch.cat([torch.randn(shape, generator=g, dtype=like.dtype) for g in generators]).to(like.device)
+    noise = torch.cat([torch.randn(shape, generator=g, dtype=like.dtype) for g in generators])
+    if like.dim() == 4 and not like.is_contiguous() and like.is_contiguous(memory_format=torch.channels_last):
+        noise = noise.contiguous(memory_format=torch.channels_last)  # on the host: no extra kernel
+    if like.device.type != "cuda":
+        return noise.to(like.device)
+    # pinned and non-blocking: a pageable copy would make the host wait for the GPU every step, so it
+    # could not queue the next step (or draw its noise) while this one runs
+    return noise.pin_memory().to(like.device, non_blocking=True)
 
 
 def blend_weights(adapter: SchedulerAdapter, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -148,8 +168,11 @@ def run(
     job: DenoiseJob,
     schedule: PureScheduler,
     check: StepCheck | None,
+    wrap: Wrap = unwrapped,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The loop: the step per timestep, then progress and cancel on the host. (latents, rows kept)."""
+    layout = memory_format(unet)
+    job = job.in_layout(layout)
     cfg = job.guidance_scale > 1.0
     latents = job.latents
     device = latents.device
@@ -159,10 +182,10 @@ def run(
     noisy = any(schedule.draws)
     blend = blend_weights(adapter, job.timesteps, latents) if job.inpainting is not None else None
     guidance = torch.tensor(job.guidance_scale, dtype=torch.float32, device=device)
-    step = wrap(DecoderStep(unet, schedule, cfg, channels, adapter.spec.learned_variance))
+    step = wrap(DecoderStep(unet, schedule, adapter.spec.name, cfg, channels, adapter.spec.learned_variance))
     hidden, added = unet_inputs(unet, job.conditioning, cfg)
     rows = torch.arange(latents.shape[0])
-    state = torch.zeros_like(latents) if schedule.stateful else None
+    state = tuple(torch.zeros_like(latents) for _ in range(schedule.slots)) if schedule.slots else None
 
     for i in range(total):
         inpaint = None
@@ -179,8 +202,8 @@ def run(
         keep_rows = check(i + 1, total, job.latents) if check is not None else None
         if keep_rows is not None and not bool(keep_rows.all()):
             on_device = keep_rows.to(device)
-            job = job.select(on_device)
-            state = None if state is None else state[on_device]
+            job = job.select(on_device).in_layout(layout)  # indexing returns NCHW
+            state = None if state is None else tuple(s[on_device].contiguous(memory_format=layout) for s in state)
             rows = rows[keep_rows.cpu()]
             hidden, added = unet_inputs(unet, job.conditioning, cfg)
     return job.latents, rows

@@ -9,17 +9,23 @@ Input images: only `lease` returns a job's request whole. Every other read (get,
 reclaim, the job an enqueue of an existing id returns) gives it without its images (image, mask,
 hint None; a fuse item that was an image has neither prompt nor image, as after expiry), and never
 loads them, so a status read of a job with an 18 MiB input costs what a text job's does.
+
+Deadlines and webhooks are data here, not timers of the process that accepted a job: `overdue`
+finds the jobs whose `cancel_at` has passed (the janitor cancels them), and every change of a job
+with webhooks writes the deliveries it calls for to the store's outbox (store/outbox.py) in the same
+transaction, for any API node to send.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
 from kandinsky_serve.domain.errors import ErrorCode, ServeError
 from kandinsky_serve.domain.job import Job, JobEvent, JobState, Output
+from kandinsky_serve.store.outbox import Outbox
 
 
 @dataclass(frozen=True)
@@ -62,7 +68,7 @@ class Heartbeat:
     cancel_requested: set[str] = field(default_factory=set)  # of those, the ones to stop
 
 
-class JobStore(Protocol):
+class JobStore(Outbox, Protocol):
     def enqueue(self, job: Job, admission: Admission | None = None) -> Job:
         """Stores a new QUEUED job (created_at, state and attempts as given) and returns it. With an
         admission, refuses with ServeError insufficient_credits, rate_limited (too many active jobs of
@@ -83,11 +89,18 @@ class JobStore(Protocol):
         """The owner's jobs, newest first, `limit` at a time, as get() returns them."""
         ...
 
-    def lease(self, worker: str, *, max_batch: int, lease_seconds: float) -> list[Job]:
+    def lease(
+        self, worker: str, *, max_batch: int, lease_seconds: float, models: Collection[str] | None = None
+    ) -> list[Job]:
         """Claims the oldest QUEUED job and up to max_batch - 1 more QUEUED jobs with the same batch_key
         (oldest first) for `worker`: RUNNING, attempts + 1, started_at set if unset, leased until now +
         lease_seconds. Atomic: no job is handed to two workers. [] when nothing is queued. The one read
-        that returns the requests whole, input images included."""
+        that returns the requests whole, input images included.
+
+        With `models`, only jobs whose request.model is one of them: the oldest QUEUED job of those
+        models, then its batch_key mates (a batch key names the model, so they are of the same model).
+        None takes a job of any model; an empty collection takes nothing; a job without a model id is
+        taken only by a lease for any model."""
         ...
 
     def heartbeat(self, worker: str, job_ids: Sequence[str], lease_seconds: float) -> Heartbeat:
@@ -133,6 +146,11 @@ class JobStore(Protocol):
         """Terminal jobs completed before the time whose data is still kept: input images are deleted
         (lease could not return them any more), outputs cleared, data_removed set. Returns the blob
         keys to delete."""
+        ...
+
+    def overdue(self) -> list[str]:
+        """The ids of up to 100 jobs past their deadline (cancel_at before now) that a cancel would still
+        change (not terminal, no cancel requested), oldest deadline first: the janitor cancels them."""
         ...
 
     def counts(self) -> dict[JobState, int]:

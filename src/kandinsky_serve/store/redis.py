@@ -5,12 +5,16 @@ in the codec format SQLite uses too, and beside it the fields its life changes (
 times, outputs, error, flags, lease holder). Reading a job overlays those fields on the JSON. Its
 request is apart, without input images; the images are in a key of their own that only lease reads.
 
-Atomicity comes in two kinds. Choosing work (lease) and admitting it (enqueue) are Lua scripts that
-decide and write in one step. Every other change is decided in Python, with the same code as SQLite
-(JobState.advance, the same messages), from a read of the job and its version, and written by one
-script, APPLY, only if the version is still the one read; otherwise the change is decided again.
-Every write to a job bumps its version, so no decision is ever made on stale facts: a worker whose
-job was reclaimed cannot finish it, and a reclaim cannot take a job whose lease was just extended.
+Admitting work (enqueue) is a Lua script that checks and writes in one step. Every change of a job
+is decided in Python by the transitions SQLite uses too (domain/transitions.py), from a read of the
+job and its version, and written by one script, APPLY, only if the version is still the one read;
+otherwise the change is decided again. Every write to a job bumps its version, so no decision is
+ever made on stale facts: a worker whose job was reclaimed cannot finish it, a reclaim cannot take a
+job whose lease was just extended, and two workers cannot lease one job (a lease's jobs are chosen
+by a script, PICK, and taken by APPLY, all of the batch or none).
+
+APPLY also queues the webhook deliveries a change calls for, and keeps p:deadlines (the jobs a
+Cancel-After may still cancel) in step; the outbox's own scripts are in redis_outbox.py.
 
 Times in scores and fields are integer microseconds since the epoch (exact in a double up to 2**53,
 about the year 2255), taken from the store's clock: the machines must keep their clocks in sync
@@ -19,16 +23,18 @@ about the year 2255), taken from the store's clock: the machines must keep their
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from collections.abc import Callable, Collection, Sequence
+from datetime import datetime
 from typing import Any, cast
 
 import redis
 
+from kandinsky_serve.domain import transitions
 from kandinsky_serve.domain.errors import ErrorCode, ServeError, invalid
 from kandinsky_serve.domain.job import Job, JobEvent, JobState, Output, utcnow
+from kandinsky_serve.domain.transitions import Record
 from kandinsky_serve.store import redis_scripts as scripts
 from kandinsky_serve.store.codec import job_json, split_request, strip_request
 from kandinsky_serve.store.protocol import (
@@ -39,7 +45,18 @@ from kandinsky_serve.store.protocol import (
     queue_full,
     too_many_in_flight,
 )
-from kandinsky_serve.store.redis_records import live_fields, micros, pairs, read_job, whole_job
+from kandinsky_serve.store.redis_outbox import RedisOutbox
+from kandinsky_serve.store.redis_records import (
+    Change,
+    Read,
+    apply_args,
+    live_fields,
+    micros,
+    pairs,
+    read_job,
+    read_of,
+    with_request,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -86,24 +103,7 @@ def check_server(client: redis.Redis) -> None:
         )
 
 
-@dataclass(frozen=True)
-class _Record:
-    job: Job  # with a placeholder request unless it was read
-    version: str
-    worker: str
-    lease: str
-    request: str  # the request JSON as stored; '' unless it was read
-
-
-@dataclass(frozen=True)
-class _Change:
-    job: Job
-    worker: str = ""
-    lease: str = ""
-    request: str = ""  # a new request JSON; '' leaves it unchanged
-
-
-class RedisJobStore:
+class RedisJobStore(RedisOutbox):
     """A JobStore in Redis, under keys that start with `prefix:`; open one per process."""
 
     def __init__(self, url: str, *, prefix: str = "ks", clock: Callable[[], datetime] = utcnow) -> None:
@@ -111,13 +111,14 @@ class RedisJobStore:
         self._p = f"{prefix}:"
         self._clock = clock
         self._enqueue = self._redis.register_script(scripts.ENQUEUE)
-        self._lease = self._redis.register_script(scripts.LEASE)
+        self._pick = self._redis.register_script(scripts.PICK)
         self._apply = self._redis.register_script(scripts.APPLY)
-        self._heartbeat = self._redis.register_script(scripts.HEARTBEAT)
         self._list = self._redis.register_script(scripts.LIST)
         self._add_events = self._redis.register_script(scripts.ADD_EVENTS)
+        self._open_outbox()
         try:
             self.check_server()
+            self._index_models()
         except BaseException:
             self.close()
             raise
@@ -130,8 +131,7 @@ class RedisJobStore:
     def enqueue(self, job: Job, admission: Admission | None = None) -> Job:
         """Stores the job as given. Enqueueing an id that exists changes nothing and returns the stored
         job (as get() does, without its input images), so a retried enqueue is harmless."""
-        if job.state is JobState.RUNNING:
-            raise ValueError("a job cannot be enqueued as running: no worker holds a lease on it")
+        transitions.check_new(job)
         limits = admission or Admission()
         request, inputs = split_request(job.request)
         fields = {
@@ -140,6 +140,8 @@ class RedisJobStore:
             "batch": job.batch_key,
             "created": str(micros(job.created_at)),
             "price": repr(job.price),
+            "model": job.request.model or "",
+            "cancel_at": "" if job.cancel_at is None else str(micros(job.cancel_at)),
             **live_fields(job),
         }
         reply = _any(
@@ -170,8 +172,8 @@ class RedisJobStore:
 
     def get(self, job_id: str) -> Job | None:
         """Without the request's input images, which only lease() reads."""
-        record = self._record(job_id, with_request=True)
-        return None if record is None else record.job
+        read = self._read(job_id, with_request=True)
+        return None if read is None else read.record.job
 
     def list_jobs(self, owner: str, *, limit: int = 100, cursor: str | None = None) -> JobPage:
         """The cursor is the id of the last job of the previous page; one that is not among the owner's
@@ -189,60 +191,61 @@ class RedisJobStore:
         jobs = [read_job(replies[i], replies[i + 1]) for i in range(0, len(replies), 2)]
         return JobPage(jobs=jobs, next_cursor=jobs[-1].id if len(found) > limit else None)
 
-    def lease(self, worker: str, *, max_batch: int, lease_seconds: float) -> list[Job]:
-        """The jobs with their input images: the one read that loads them."""
+    def lease(
+        self, worker: str, *, max_batch: int, lease_seconds: float, models: Collection[str] | None = None
+    ) -> list[Job]:
+        """The jobs with their input images: the one read that loads them. PICK chooses them, and APPLY
+        takes them only if no other worker did meanwhile; else they are chosen again."""
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {max_batch}")
-        now = self._clock()
-        expires = micros(now + timedelta(seconds=lease_seconds))
-        reply = _any(self._lease(args=[self._p, worker, max_batch, micros(now), expires]))
-        return [whole_job(pairs(reply[i]), reply[i + 1]) for i in range(0, len(reply), 2)]
+        served = ["any"] if models is None else ["only", *models]
+        for _ in range(_CAS_TRIES):
+            picked = [pairs(flat) for flat in _any(self._pick(args=[self._p, max_batch, *served]))]
+            if not picked:
+                return []
+            now = self._clock()
+            reads = [read_of(fields) for fields in picked]
+            changes = [(read, Change(transitions.lease(read.record.job, worker, now, lease_seconds))) for read in reads]
+            if (requests := self._write(changes, whole=True)) is not None:
+                jobs = [change.record.job for _, change in changes]
+                return [with_request(job, text) for job, text in zip(jobs, requests, strict=True)]
+        raise RuntimeError("other workers kept taking the jobs this lease chose")
 
     def heartbeat(self, worker: str, job_ids: Sequence[str], lease_seconds: float) -> Heartbeat:
-        """A worker holds a job while it is RUNNING under its name, even past its lease until reclaim()
-        takes it back, so a late heartbeat still saves a job nobody has taken."""
-        if not job_ids:
-            return Heartbeat()
-        expires = micros(self._clock() + timedelta(seconds=lease_seconds))
-        held, cancel = _any(self._heartbeat(args=[self._p, worker, expires, *job_ids]))
-        return Heartbeat(held=set(held), cancel_requested=set(cancel))
+        unique = list(dict.fromkeys(job_ids))  # APPLY would see a job given twice as changed by another
+        for _ in range(_CAS_TRIES):
+            if not unique:
+                return Heartbeat()
+            pipe = self._redis.pipeline(transaction=True)
+            for job_id in unique:
+                pipe.hgetall(self._job_key(job_id))
+            now = self._clock()
+            changes = []
+            for fields in pipe.execute():
+                if not fields:
+                    continue
+                read = read_of(fields)
+                if (extended := transitions.heartbeat(read.record, worker, now, lease_seconds)) is not None:
+                    changes.append((read, Change(extended)))
+            if not changes or self._write(changes) is not None:
+                held = {change.record.job.id: change.record.job.cancel_requested for _, change in changes}
+                return Heartbeat(held=set(held), cancel_requested={job_id for job_id, cancel in held.items() if cancel})
+        raise RuntimeError(f"the jobs {unique} kept changing while the store tried to extend their leases")
 
     def complete(self, job_id: str, worker: str, outputs: Sequence[Output]) -> bool:
-        return self._finish(job_id, worker, JobState.SUCCEEDED, {"outputs": list(outputs)})
+        return self._change(job_id, lambda r, now: transitions.complete(r.record, worker, outputs, now)) is not None
 
     def fail(self, job_id: str, worker: str, code: ErrorCode, message: str) -> bool:
-        return self._finish(job_id, worker, JobState.FAILED, {"error_code": code, "error_message": message})
+        return self._change(job_id, lambda r, now: transitions.fail(r.record, worker, code, message, now)) is not None
 
     def finish_canceled(self, job_id: str, worker: str) -> bool:
-        return self._finish(job_id, worker, JobState.CANCELED, {})
+        return self._change(job_id, lambda r, now: transitions.finish_canceled(r.record, worker, now)) is not None
 
     def release(self, job_id: str, worker: str) -> bool:
-        """A released job whose cancel was requested becomes CANCELED instead of running again."""
-
-        def decide(record: _Record) -> _Change | None:
-            job = record.job
-            if job.state is not JobState.RUNNING or record.worker != worker:
-                return None
-            if job.cancel_requested:
-                return _Change(self._ended(job, JobState.CANCELED))
-            attempts = max(job.attempts - 1, 0)
-            # with no attempt left on the books the job never started, as far as queue_time is concerned
-            started_at = job.started_at if attempts else None
-            update = {"state": job.state.advance(JobState.QUEUED), "attempts": attempts, "started_at": started_at}
-            return _Change(job.model_copy(update=update))
-
-        return self._change(job_id, decide) is not None
+        return self._change(job_id, lambda r, now: transitions.release(r.record, worker, now)) is not None
 
     def cancel(self, job_id: str) -> Job | None:
-        def decide(record: _Record) -> _Change | None:
-            job = record.job
-            if job.state is JobState.QUEUED:
-                return _Change(self._ended(job, JobState.CANCELED))
-            if job.state is JobState.RUNNING and not job.cancel_requested:
-                return _Change(job.model_copy(update={"cancel_requested": True}), record.worker, record.lease)
-            return None
-
-        changed = self._change(job_id, decide, with_request=True)
+        changed = self._change(job_id, lambda read, now: transitions.cancel(read.record, now), with_request=True)
         # unchanged (terminal, cancel already requested, or no such job): the job as it is
         return changed if changed is not None else self.get(job_id)
 
@@ -259,31 +262,18 @@ class RedisJobStore:
         ]
 
     def reclaim(self, *, max_attempts: int) -> list[Job]:
-        """A job whose cancel was requested becomes CANCELED rather than running again."""
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, not {max_attempts}")
-        now = micros(self._clock())
-
-        def decide(record: _Record) -> _Change | None:
-            job = record.job
-            if job.state is not JobState.RUNNING or not record.lease or int(record.lease) >= now:
-                return None  # finished, released or extended since the scan
-            if job.cancel_requested:
-                return _Change(self._ended(job, JobState.CANCELED))
-            if job.attempts >= max_attempts:
-                times = "once" if job.attempts == 1 else f"{job.attempts} times"
-                message = f"the worker running this job stopped {times} before finishing it, so it was not retried"
-                return _Change(
-                    self._ended(job, JobState.FAILED, error_code=ErrorCode.WORKER_LOST, error_message=message)
-                )
-            return _Change(job.model_copy(update={"state": job.state.advance(JobState.QUEUED)}))
-
+        now = self._clock()
         changed: list[Job] = []
         while True:
             # every id of a chunk leaves the expired range (changed, or no longer expired), so the next
             # chunk is new work
-            chunk = _any(self._redis.zrangebyscore(f"{self._p}leases", "-inf", f"({now}", start=0, num=_EXPIRE_CHUNK))
+            chunk = _any(
+                self._redis.zrangebyscore(f"{self._p}leases", "-inf", f"({micros(now)}", start=0, num=_EXPIRE_CHUNK)
+            )
             for job_id in chunk:
+                decide = lambda read, _: transitions.reclaim(read.record, now, max_attempts)  # noqa: E731
                 if (job := self._change(job_id, decide, with_request=True)) is not None:
                     changed.append(job)
             if len(chunk) < _EXPIRE_CHUNK:
@@ -294,15 +284,13 @@ class RedisJobStore:
         keys: list[str] = []
         removed: list[Output] = []  # the outputs of the job being stripped, as last read
 
-        def decide(record: _Record) -> _Change | None:
-            job = record.job
-            if not job.state.terminal or job.data_removed:
+        def decide(read: Read, _: datetime) -> Change | None:
+            if (stripped := transitions.expire(read.record, completed_before)) is None:
                 return None
-            removed[:] = job.outputs
-            stripped = job.model_copy(update={"outputs": [], "data_removed": True})
+            removed[:] = read.record.job.outputs
             # APPLY deletes the inputs of a job whose data is removed; p:req is rewritten for a record
             # stored whole before p:inp existed
-            return _Change(stripped, request=strip_request(record.request))
+            return Change(stripped, request=strip_request(read.request))
 
         while True:
             chunk = _any(self._redis.zrangebyscore(f"{self._p}done", "-inf", f"({cutoff}", start=0, num=_EXPIRE_CHUNK))
@@ -321,39 +309,35 @@ class RedisJobStore:
 
     # -- transitions ----------------------------------------------------------------------------
 
-    def _finish(self, job_id: str, worker: str, to: JobState, update: dict[str, Any]) -> bool:
-        def decide(record: _Record) -> _Change | None:
-            if record.job.state is not JobState.RUNNING or record.worker != worker:
-                return None
-            return _Change(self._ended(record.job, to, **update))
-
-        return self._change(job_id, decide) is not None
-
-    def _ended(self, job: Job, to: JobState, **update: Any) -> Job:
-        return job.model_copy(update={"state": job.state.advance(to), "completed_at": self._clock(), **update})
-
     def _change(
         self,
         job_id: str,
-        decide: Callable[[_Record], _Change | None],
+        decide: Callable[[Read, datetime], Record | Change | None],
         *,
         with_request: bool = False,
         raw_request: bool = False,
     ) -> Job | None:
-        """Decides a change on a fresh read and applies it if nothing changed the job meanwhile. The job
-        as changed, or None when `decide` wants no change (or there is no such job)."""
+        """Reads the job and its version, asks `decide` (a transition, given the store's time) what it
+        becomes, and writes that if nothing changed the job meanwhile; else decides again on a new read.
+        The job as changed, or None when `decide` wants no change (or there is no such job)."""
         for _ in range(_CAS_TRIES):
-            record = self._record(job_id, with_request=with_request or raw_request, parse_request=with_request)
-            if record is None or (change := decide(record)) is None:
+            read = self._read(job_id, with_request=with_request or raw_request, parse_request=with_request)
+            if read is None or (decided := decide(read, self._clock())) is None:
                 return None
-            job = change.job
-            args = [self._p, job_id, record.version, job.state.value, change.worker, change.lease, change.request]
-            fields = [item for pair in live_fields(job).items() for item in pair]
-            if _any(self._apply(args=[*args, *fields])) == 1:
-                return job
+            change = decided if isinstance(decided, Change) else Change(decided)
+            if self._write([(read, change)]) is not None:
+                return change.record.job
         raise RuntimeError(f"job {job_id} kept changing while the store tried to change it")
 
-    def _record(self, job_id: str, *, with_request: bool, parse_request: bool = True) -> _Record | None:
+    def _write(self, changes: Sequence[tuple[Read, Change]], *, whole: bool = False) -> list[str] | None:
+        """Applies the changes, each decided on its read, all or none: None if a job changed since it
+        was read. With whole, the jobs' whole requests (input images included), in order."""
+        reply = _any(self._apply(args=apply_args(self._p, changes, whole=whole, now=self._clock())))
+        if reply == 0:
+            return None
+        return list(reply) if whole else []
+
+    def _read(self, job_id: str, *, with_request: bool, parse_request: bool = True) -> Read | None:
         pipe = self._redis.pipeline(transaction=True)
         pipe.hgetall(self._job_key(job_id))
         if with_request:
@@ -361,9 +345,18 @@ class RedisJobStore:
         fields, *request = pipe.execute()
         if not fields:
             return None
-        text = request[0] if request else ""
-        job = read_job(fields, text if parse_request else None)
-        return _Record(job, fields["v"], fields.get("worker", ""), fields.get("lease", ""), text)
+        return read_of(fields, request[0] if request else "", parse_request=parse_request)
+
+    def _index_models(self) -> None:
+        """Records the model of the queued and running jobs stored before jobs had a `model` field (and
+        p:modelq its queue), so that a lease for some models finds them. Jobs that a node of an older
+        version enqueues after this are found by leases for any model only, until a store opens again:
+        upgrade every node together."""
+        index = self._redis.register_script(scripts.INDEX_MODEL)
+        for job_id in _any(self._redis.register_script(scripts.UNINDEXED_MODELS)(args=[self._p])):
+            request = _any(self._redis.get(f"{self._p}req:{job_id}"))
+            model = None if request is None else json.loads(request).get("model")
+            index(args=[self._p, job_id, model or ""])
 
     def _job_key(self, job_id: str) -> str:
         return f"{self._p}job:{job_id}"

@@ -5,7 +5,8 @@ writer; synchronous=FULL for the writes a caller is told are stored (enqueue, ca
 power loss, and NORMAL for the rest, which a crash of the process cannot lose either; BEGIN IMMEDIATE for every
 transaction that writes, because busy_timeout cannot rescue a transaction that read first and then
 tries to write. Each thread has its own connection; processes share nothing but the file, so every
-decision (which job a worker gets, whether it still holds it) is made inside one write transaction.
+change (which job a worker gets, whether it still holds it) is read, decided and written inside one
+write transaction. What a change makes of a job is decided by domain/transitions.py, as for Redis.
 
 A job is JSON in rows (sqlite_rows.py): its request without input images, written at enqueue; the
 whole request with its images, for a job that has some, apart, read by lease() only and deleted by
@@ -13,6 +14,9 @@ expiry; and the rest of the job, small and rewritten on every change. So reads (
 cancel) never load an image. The columns beside the JSON serve the queries and are rewritten from
 the Job in the same statement. `worker` and `lease_expires` exist only as columns: they name the
 current lease holder and are cleared when the lease ends.
+
+A change of a job with webhooks writes the deliveries it calls for to the `outbox` table in its own
+transaction; jobs with a deadline are found by the `cancel_at` column (sqlite_outbox.py).
 """
 
 from __future__ import annotations
@@ -21,26 +25,33 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
+from kandinsky_serve.domain import transitions
 from kandinsky_serve.domain.errors import ErrorCode, invalid
 from kandinsky_serve.domain.job import Job, JobEvent, JobState, Output, utcnow
-from kandinsky_serve.store.codec import load_job
+from kandinsky_serve.domain.transitions import Record
+from kandinsky_serve.store import sqlite_outbox
+from kandinsky_serve.store.outbox import Claimed
 from kandinsky_serve.store.protocol import Admission, Heartbeat, JobPage
 from kandinsky_serve.store.sqlite_admission import admit, spent
 from kandinsky_serve.store.sqlite_rows import (
+    SELECT_FACTS,
+    SELECT_FACTS_OF_IDS,
     SELECT_JOB,
+    SELECT_RECORD,
     SELECT_WHOLE,
     insert,
     micros,
+    oldest_queued,
     read_job,
+    read_record,
     remove_inputs,
-    save,
+    save_record,
     whole_job,
 )
 from kandinsky_serve.store.sqlite_schema import connect, migrate
@@ -80,8 +91,7 @@ class SqliteJobStore:
     def enqueue(self, job: Job, admission: Admission | None = None) -> Job:
         """Stores the job as given. Enqueueing an id that exists changes nothing and returns the stored
         job (as get() does, without its input images), so a retried enqueue is harmless."""
-        if job.state is JobState.RUNNING:
-            raise ValueError("a job cannot be enqueued as running: no worker holds a lease on it")
+        transitions.check_new(job)
         with self._write(durable=True) as conn:
             existing = conn.execute(f"{SELECT_JOB} WHERE j.id = ?", (job.id,)).fetchone()
             if existing is not None:
@@ -119,18 +129,18 @@ class SqliteJobStore:
         jobs = [read_job(*row) for row in rows[:limit]]
         return JobPage(jobs=jobs, next_cursor=jobs[-1].id if len(rows) > limit else None)
 
-    def lease(self, worker: str, *, max_batch: int, lease_seconds: float) -> list[Job]:
+    def lease(
+        self, worker: str, *, max_batch: int, lease_seconds: float, models: Collection[str] | None = None
+    ) -> list[Job]:
         """The jobs with their input images: the one read that loads them."""
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {max_batch}")
         now = self._clock()
-        expires = micros(now + timedelta(seconds=lease_seconds))
         with self._write() as conn:
-            first = conn.execute(
-                "SELECT id, batch_key FROM jobs WHERE state = 'queued' ORDER BY created_at, id LIMIT 1"
-            ).fetchone()
+            first = oldest_queued(conn, models)
             if first is None:
                 return []
+            # a batch key names the model, so the mates are of the first job's model
             more = conn.execute(
                 """SELECT id FROM jobs WHERE state = 'queued' AND batch_key = ? AND id != ?
                 ORDER BY created_at, id LIMIT ?""",
@@ -139,82 +149,46 @@ class SqliteJobStore:
             leased = []
             for job_id in [first[0], *(row[0] for row in more)]:
                 job = whole_job(*conn.execute(f"{SELECT_WHOLE} WHERE j.id = ?", (job_id,)).fetchone())
-                running = job.model_copy(
-                    update={
-                        "state": job.state.advance(JobState.RUNNING),
-                        "attempts": job.attempts + 1,
-                        "started_at": job.started_at or now,
-                    }
-                )
-                save(conn, running, worker=worker, lease_expires=expires)
-                leased.append(running)
+                record = transitions.lease(job, worker, now, lease_seconds)
+                _save(conn, job, record, now)
+                leased.append(record.job)
         return leased
 
     def heartbeat(self, worker: str, job_ids: Sequence[str], lease_seconds: float) -> Heartbeat:
-        """A worker holds a job while it is RUNNING under its name, even past lease_expires until
-        reclaim() takes it back, so a late heartbeat still saves a job nobody has taken."""
         if not job_ids:
             return Heartbeat()
-        ids = json.dumps(list(job_ids))
-        expires = micros(self._clock() + timedelta(seconds=lease_seconds))
+        now = self._clock()
+        held: dict[str, bool] = {}
         with self._write() as conn:
-            rows = conn.execute(
-                """SELECT id, cancel_requested FROM jobs
-                WHERE state = 'running' AND worker = ? AND id IN (SELECT value FROM json_each(?))""",
-                (worker, ids),
-            ).fetchall()
-            held = {job_id: bool(cancel) for job_id, cancel in rows}
-            conn.execute(
-                "UPDATE jobs SET lease_expires = ? WHERE id IN (SELECT value FROM json_each(?))",
-                (expires, json.dumps(list(held))),
-            )
+            rows = conn.execute(SELECT_FACTS_OF_IDS, (json.dumps(list(job_ids)),)).fetchall()
+            for row in rows:
+                if (record := transitions.heartbeat(read_record(*row), worker, now, lease_seconds)) is not None:
+                    save_record(conn, record)
+                    held[record.job.id] = record.job.cancel_requested
         return Heartbeat(held=set(held), cancel_requested={job_id for job_id, cancel in held.items() if cancel})
 
     def complete(self, job_id: str, worker: str, outputs: Sequence[Output]) -> bool:
-        return self._finish(job_id, worker, JobState.SUCCEEDED, {"outputs": list(outputs)})
+        return self._change(job_id, lambda r, now: transitions.complete(r, worker, outputs, now)) is not None
 
     def fail(self, job_id: str, worker: str, code: ErrorCode, message: str) -> bool:
-        return self._finish(job_id, worker, JobState.FAILED, {"error_code": code, "error_message": message})
+        return self._change(job_id, lambda r, now: transitions.fail(r, worker, code, message, now)) is not None
 
     def finish_canceled(self, job_id: str, worker: str) -> bool:
-        return self._finish(job_id, worker, JobState.CANCELED, {})
+        return self._change(job_id, lambda r, now: transitions.finish_canceled(r, worker, now)) is not None
 
     def release(self, job_id: str, worker: str) -> bool:
-        """A released job whose cancel was requested becomes CANCELED instead of running again."""
-        with self._write() as conn:
-            row = conn.execute(
-                "SELECT job FROM jobs WHERE id = ? AND state = 'running' AND worker = ?", (job_id, worker)
-            ).fetchone()
-            if row is None:
-                return False
-            job = load_job(row[0])
-            if job.cancel_requested:
-                save(conn, self._ended(job, JobState.CANCELED), worker=None, lease_expires=None)
-            else:
-                attempts = max(job.attempts - 1, 0)
-                # with no attempt left on the books the job never started, as far as queue_time is concerned
-                started_at = job.started_at if attempts else None
-                update = {"state": job.state.advance(JobState.QUEUED), "attempts": attempts, "started_at": started_at}
-                save(conn, job.model_copy(update=update), worker=None, lease_expires=None)
-        return True
+        return self._change(job_id, lambda r, now: transitions.release(r, worker, now)) is not None
 
     def cancel(self, job_id: str) -> Job | None:
         with self._write(durable=True) as conn:
-            row = conn.execute(
-                "SELECT j.job, r.request, j.worker, j.lease_expires FROM jobs j "
-                "JOIN requests r ON r.job_id = j.id WHERE j.id = ?",
-                (job_id,),
-            ).fetchone()
+            row = conn.execute(f"{SELECT_RECORD} WHERE j.id = ?", (job_id,)).fetchone()
             if row is None:
                 return None
-            job = read_job(row[0], row[1])
-            if job.state is JobState.QUEUED:
-                job = self._ended(job, JobState.CANCELED)
-                save(conn, job, worker=None, lease_expires=None)
-            elif job.state is JobState.RUNNING and not job.cancel_requested:
-                job = job.model_copy(update={"cancel_requested": True})
-                save(conn, job, worker=row[2], lease_expires=row[3])
-        return job
+            record, now = read_record(*row), self._clock()
+            if (changed := transitions.cancel(record, now)) is None:
+                return record.job
+            _save(conn, record.job, changed, now)
+        return changed.job
 
     def add_events(self, job_id: str, events: Sequence[JobEvent]) -> None:
         """Events for a job that does not exist are dropped: a progress report must never fail a run."""
@@ -240,49 +214,66 @@ class SqliteJobStore:
         return [JobEvent.model_validate_json(row[0]) for row in rows.fetchall()]
 
     def reclaim(self, *, max_attempts: int) -> list[Job]:
-        """A job whose cancel was requested becomes CANCELED rather than running again."""
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, not {max_attempts}")
-        now = micros(self._clock())
+        now = self._clock()
         changed = []
         with self._write() as conn:
             rows = conn.execute(
-                f"{SELECT_JOB} WHERE j.state = 'running' AND j.lease_expires < ? ORDER BY j.created_at, j.id",
-                (now,),
+                f"{SELECT_RECORD} WHERE j.state = 'running' AND j.lease_expires < ? ORDER BY j.created_at, j.id",
+                (micros(now),),
             ).fetchall()
             for row in rows:
-                job = read_job(*row)
-                if job.cancel_requested:
-                    job = self._ended(job, JobState.CANCELED)
-                elif job.attempts >= max_attempts:
-                    times = "once" if job.attempts == 1 else f"{job.attempts} times"
-                    message = f"the worker running this job stopped {times} before finishing it, so it was not retried"
-                    job = self._ended(job, JobState.FAILED, error_code=ErrorCode.WORKER_LOST, error_message=message)
-                else:
-                    job = job.model_copy(update={"state": job.state.advance(JobState.QUEUED)})
-                save(conn, job, worker=None, lease_expires=None)
-                changed.append(job)
+                before = read_record(*row)
+                if (record := transitions.reclaim(before, now, max_attempts)) is not None:
+                    _save(conn, before.job, record, now)
+                    changed.append(record.job)
         return changed
 
     def expire(self, completed_before: datetime) -> list[str]:
-        cutoff = micros(completed_before)
         keys: list[str] = []
         while True:
             with self._write() as conn:
                 rows = conn.execute(
-                    """SELECT j.id, j.job, r.request FROM jobs j JOIN requests r ON r.job_id = j.id
+                    """SELECT j.job, r.request, j.worker, j.lease_expires FROM jobs j JOIN requests r ON r.job_id = j.id
                     WHERE j.data_removed = 0 AND j.completed_at IS NOT NULL AND j.completed_at < ?
                     AND j.state IN ('succeeded', 'failed', 'canceled') ORDER BY j.completed_at LIMIT ?""",
-                    (cutoff, _EXPIRE_CHUNK),
+                    (micros(completed_before), _EXPIRE_CHUNK),
                 ).fetchall()
-                for job_id, facts, request in rows:
-                    job = load_job(facts)
-                    keys.extend(output.key for output in job.outputs)
-                    remove_inputs(conn, job_id, request)
-                    stripped = job.model_copy(update={"outputs": [], "data_removed": True})
-                    save(conn, stripped, worker=None, lease_expires=None)
-            if len(rows) < _EXPIRE_CHUNK:
+                stripped_any = False
+                for facts, request, worker, lease_expires in rows:
+                    record = read_record(facts, None, worker, lease_expires)
+                    if (stripped := transitions.expire(record, completed_before)) is None:
+                        continue  # the query chose only jobs to expire: not reached
+                    keys.extend(output.key for output in record.job.outputs)
+                    remove_inputs(conn, record.job.id, request)
+                    save_record(conn, stripped)
+                    stripped_any = True
+            if len(rows) < _EXPIRE_CHUNK or not stripped_any:  # a chunk that changed nothing would come again
                 return keys
+
+    def overdue(self) -> list[str]:
+        return sqlite_outbox.overdue(self._connection(), self._clock())
+
+    # -- the Outbox protocol (store/outbox.py) --------------------------------------------------
+
+    def claim(self, claim_seconds: float) -> Claimed | None:
+        # every API process looks every second: a look that finds nothing due takes no write lock
+        if not sqlite_outbox.any_due(self._connection(), self._clock()):
+            return None
+        with self._write() as conn:
+            return sqlite_outbox.claim(conn, self._clock(), claim_seconds)
+
+    def done(self, claimed: Claimed) -> None:
+        with self._write() as conn:
+            sqlite_outbox.done(conn, claimed, self._clock())
+
+    def retry(self, claimed: Claimed, at: datetime) -> None:
+        with self._write() as conn:
+            sqlite_outbox.retry(conn, claimed, at)
+
+    def pending(self) -> int:
+        return sqlite_outbox.pending(self._connection())
 
     def counts(self) -> dict[JobState, int]:
         rows = self._connection().execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
@@ -307,18 +298,18 @@ class SqliteJobStore:
 
     # -- transitions ----------------------------------------------------------------------------
 
-    def _finish(self, job_id: str, worker: str, to: JobState, update: dict[str, Any]) -> bool:
+    def _change(self, job_id: str, decide: Callable[[Record, datetime], Record | None]) -> Record | None:
+        """Reads the job and its lease, asks `decide` (a transition) what they become, and writes that,
+        in one transaction. The record as changed, or None for no change (or no such job)."""
         with self._write() as conn:
-            row = conn.execute(
-                "SELECT job FROM jobs WHERE id = ? AND state = 'running' AND worker = ?", (job_id, worker)
-            ).fetchone()
+            row = conn.execute(f"{SELECT_FACTS} WHERE j.id = ?", (job_id,)).fetchone()
             if row is None:
-                return False
-            save(conn, self._ended(load_job(row[0]), to, **update), worker=None, lease_expires=None)
-        return True
-
-    def _ended(self, job: Job, to: JobState, **update: Any) -> Job:
-        return job.model_copy(update={"state": job.state.advance(to), "completed_at": self._clock(), **update})
+                return None
+            before, now = read_record(*row), self._clock()
+            if (changed := decide(before, now)) is None:
+                return None
+            _save(conn, before.job, changed, now)
+        return changed
 
     # -- connections ----------------------------------------------------------------------------
 
@@ -370,3 +361,10 @@ class SqliteJobStore:
     def _set_up(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         migrate(self._connection(), self._path)
+
+
+def _save(conn: sqlite3.Connection, before: Job, record: Record, now: datetime) -> None:
+    """A change of a job, and the webhook deliveries it calls for, in the caller's transaction."""
+    save_record(conn, record)
+    if found := transitions.deliveries(before, record.job):
+        sqlite_outbox.queue(conn, found, now)

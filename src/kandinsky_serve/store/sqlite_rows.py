@@ -8,10 +8,13 @@ expiry deletes. Reads join the first two, so a status read never loads an image.
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 
 from kandinsky_serve.domain.job import Job
+from kandinsky_serve.domain.transitions import Record
 from kandinsky_serve.store.codec import job_json, load_job, load_request, load_summary, split_request, strip_request
 
 # A job as reads return it. Callers append WHERE/ORDER BY on aliases j and r.
@@ -19,6 +22,13 @@ SELECT_JOB = "SELECT j.job, r.request FROM jobs j JOIN requests r ON r.job_id = 
 # A job with its inputs, for the worker that runs it; a job without images has its whole request in r
 SELECT_WHOLE = """SELECT j.job, COALESCE(i.request, r.request), j.data_removed
     FROM jobs j JOIN requests r ON r.job_id = j.id LEFT JOIN inputs i ON i.job_id = j.id"""
+# A job and its lease, as the transitions (domain/transitions.py) take it: SELECT_RECORD with the
+# request as reads return it, SELECT_FACTS with a placeholder request (for changes that return no job)
+SELECT_RECORD = """SELECT j.job, r.request, j.worker, j.lease_expires
+    FROM jobs j JOIN requests r ON r.job_id = j.id"""
+SELECT_FACTS = "SELECT j.job, NULL, j.worker, j.lease_expires FROM jobs j"
+SELECT_FACTS_OF_IDS = """SELECT j.job, NULL, j.worker, j.lease_expires FROM jobs j
+    WHERE j.id IN (SELECT value FROM json_each(?))"""  # the ids as a JSON list
 _SAVE = """UPDATE jobs SET state = ?, attempts = ?, completed_at = ?, data_removed = ?, cancel_requested = ?,
     worker = ?, lease_expires = ?, job = ? WHERE id = ?"""
 
@@ -30,9 +40,9 @@ def insert(conn: sqlite3.Connection, job: Job) -> None:
     # the immutable columns here, the rest (and the JSON) by the one function every change goes through
     conn.execute(
         """INSERT INTO jobs
-        (id, owner, batch_key, created_at, price, state, attempts, data_removed, cancel_requested, job)
-        VALUES (?, ?, ?, ?, ?, '', 0, 0, 0, '')""",
-        (job.id, job.owner, job.batch_key, micros(job.created_at), job.price),
+        (id, owner, batch_key, created_at, price, cancel_at, state, attempts, data_removed, cancel_requested, job)
+        VALUES (?, ?, ?, ?, ?, ?, '', 0, 0, 0, '')""",
+        (job.id, job.owner, job.batch_key, micros(job.created_at), job.price, micros_or_none(job.cancel_at)),
     )
     save(conn, job, worker=None, lease_expires=None)
     request, inputs = split_request(job.request)
@@ -57,6 +67,33 @@ def save(conn: sqlite3.Connection, job: Job, *, worker: str | None, lease_expire
             job.id,
         ),
     )
+
+
+def oldest_queued(conn: sqlite3.Connection, models: Collection[str] | None) -> tuple[str, str] | None:
+    """The id and batch key of the oldest QUEUED job, of one of `models` unless that is None."""
+    if models is None:
+        return conn.execute(  # type: ignore[no-any-return]
+            "SELECT id, batch_key FROM jobs WHERE state = 'queued' ORDER BY created_at, id LIMIT 1"
+        ).fetchone()
+    # The model is only in the request's JSON (a column would need a new schema version): this walks
+    # the queue oldest first and stops at the first job of a model served, so it costs one small JSON
+    # read (requests hold no images) per job of other models queued ahead of it.
+    return conn.execute(  # type: ignore[no-any-return]
+        """SELECT j.id, j.batch_key FROM jobs j JOIN requests r ON r.job_id = j.id
+        WHERE j.state = 'queued' AND json_extract(r.request, '$.model') IN (SELECT value FROM json_each(?))
+        ORDER BY j.created_at, j.id LIMIT 1""",
+        (json.dumps(list(models)),),
+    ).fetchone()
+
+
+def save_record(conn: sqlite3.Connection, record: Record) -> None:
+    save(conn, record.job, worker=record.worker, lease_expires=micros_or_none(record.lease_expires))
+
+
+def read_record(job: str, request: str | None, worker: str | None, lease_expires: int | None) -> Record:
+    """A row of SELECT_RECORD or SELECT_FACTS."""
+    facts = load_job(job) if request is None else read_job(job, request)
+    return Record(facts, worker, None if lease_expires is None else _EPOCH + timedelta(microseconds=lease_expires))
 
 
 def remove_inputs(conn: sqlite3.Connection, job_id: str, request: str) -> None:

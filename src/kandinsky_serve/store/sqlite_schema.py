@@ -4,6 +4,7 @@
 SCHEMA_VERSION. Times are integer microseconds since the epoch (UTC), which sort exactly.
 
 Version 2 keeps a job's input images apart from the request that reads return (see codec.py).
+Version 3 adds the jobs' deadlines (`cancel_at`) and the webhook outbox (store/outbox.py).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from kandinsky_serve.store.codec import split_stored
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 5000
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024  # the WAL file is truncated back to this after a checkpoint
 
@@ -71,8 +72,34 @@ def _to_v2(conn: sqlite3.Connection) -> None:
             conn.execute("UPDATE requests SET request = ? WHERE job_id = ?", (request, job_id))
 
 
+def _to_v3(conn: sqlite3.Connection) -> None:
+    """Deadlines and the webhook outbox. Jobs stored before had neither: cancel_at stays NULL."""
+    conn.execute("ALTER TABLE jobs ADD COLUMN cancel_at INTEGER")
+    # only the jobs a deadline may still cancel: the janitor's look is one range of this index
+    conn.execute(
+        """CREATE INDEX jobs_deadlines ON jobs (cancel_at)
+        WHERE cancel_at IS NOT NULL AND cancel_requested = 0 AND state IN ('queued', 'running')"""
+    )
+    # the rowid orders deliveries due at the same moment in the order they were queued (an index
+    # ends with the rowid, so outbox_due serves ORDER BY due, rowid)
+    conn.execute(
+        """CREATE TABLE outbox (
+            key TEXT PRIMARY KEY,
+            job_id TEXT NOT NULL,
+            event TEXT NOT NULL,
+            url TEXT NOT NULL,
+            created INTEGER NOT NULL,
+            due INTEGER NOT NULL,
+            attempts INTEGER NOT NULL,
+            rev INTEGER NOT NULL,
+            token TEXT
+        )"""
+    )
+    conn.execute("CREATE INDEX outbox_due ON outbox (due)")
+
+
 # _STEPS[n] takes a database from version n - 1 to version n
-_STEPS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _create_v1, 2: _to_v2}
+_STEPS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _create_v1, 2: _to_v2, 3: _to_v3}
 
 
 def connect(path: Path) -> sqlite3.Connection:

@@ -1,19 +1,28 @@
-"""Periodic upkeep for the store: give dead workers' jobs back, remove data (and uploads) past retention."""
+"""Periodic upkeep for the store: cancel jobs past their deadline, give dead workers' jobs back, remove
+data (and uploads) past retention.
+
+Every API process runs one (`serve` on its own data, each `api` node on the shared Redis): what they
+do is decided in the store, so two janitors at once change each job once.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 
 from kandinsky_serve.blobs.protocol import BlobStore
-from kandinsky_serve.domain.job import utcnow
+from kandinsky_serve.domain.job import JobEvent, JobState, utcnow
 from kandinsky_serve.files.service import FileService
 from kandinsky_serve.settings import Settings
 from kandinsky_serve.store.protocol import JobStore
 
 log = logging.getLogger(__name__)
+
+DEADLINE_NOTE = "canceled: Cancel-After deadline"
+_DEADLINE_EVERY = 1.0  # seconds between looks for jobs past their deadline (one indexed range read)
 
 
 class Janitor:
@@ -44,13 +53,36 @@ class Janitor:
 
     def _loop(self) -> None:
         interval = min(max(self.settings.lease_seconds / 3, 0.5), 10.0)
-        while not self._stop.wait(interval):
+        last = time.monotonic()
+        # deadlines are looked at every second, so a 5 s Cancel-After is kept to about a second
+        while not self._stop.wait(min(interval, _DEADLINE_EVERY)):
             try:
-                self.tick()
+                self.cancel_overdue()
+                if time.monotonic() - last >= interval:
+                    last = time.monotonic()
+                    self.tick(deadlines=False)
             except Exception:  # upkeep must outlive a busy database
                 log.exception("janitor tick failed")
 
-    def tick(self) -> None:
+    def cancel_overdue(self) -> list[str]:
+        """Cancels the jobs past their deadline as a caller's cancel would: a queued one at once, a
+        running one at its worker's next step (it sees the request at its next heartbeat). The
+        reason goes to the job's log. Returns the ids of the jobs changed."""
+        changed = []
+        for job_id in self.store.overdue():
+            job = self.store.cancel(job_id)
+            # another janitor may have canceled it since the look: then both note it, harmlessly
+            if job is not None and (job.cancel_requested or job.state is JobState.CANCELED):
+                self.store.add_events(job_id, [JobEvent(message=DEADLINE_NOTE)])
+                changed.append(job_id)
+        if changed:
+            log.info("canceled %d job(s) past their Cancel-After deadline", len(changed), extra={"job_ids": changed})
+            self.on_jobs_changed(tuple(changed))
+        return changed
+
+    def tick(self, *, deadlines: bool = True) -> None:
+        if deadlines:
+            self.cancel_overdue()
         reclaimed = self.store.reclaim(max_attempts=self.settings.max_attempts)
         if reclaimed:
             log.warning("reclaimed %d job(s) from lost workers", len(reclaimed))

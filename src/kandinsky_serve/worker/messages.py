@@ -10,6 +10,7 @@ from kandinsky_serve.domain.events import ProgressEvent
 
 class WorkerState(StrEnum):
     STARTING = "starting"  # process up, loading the model
+    WARMING = "warming"  # model loaded, running its shape buckets once (graphs, compiles): not ready yet
     READY = "ready"  # waiting for work
     BUSY = "busy"  # running a batch
     DRAINING = "draining"  # finishing its batch, taking no more

@@ -8,19 +8,28 @@ process exits with FATAL_EXIT and a supervisor does not restart it in a loop.
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from kandinsky_serve.domain.errors import ErrorCode, ServeError
+from kandinsky_serve.engine import warmup
 from kandinsky_serve.logs import configure as configure_logs
 from kandinsky_serve.settings import Settings
 from kandinsky_serve.store.factory import open_blobs, open_store
 from kandinsky_serve.worker.messages import Cancel, StateChanged, ToSupervisor, ToWorker, Wake, WorkerState
 from kandinsky_serve.worker.runner import Runner
+
+if TYPE_CHECKING:
+    from kandinsky_serve.engine.engine import Engine
+
+log = logging.getLogger(__name__)
 
 FATAL_EXIT = 3
 
@@ -28,19 +37,29 @@ Emit = Callable[[ToSupervisor], None]
 Listen = Callable[[Runner], None]  # feeds the runner what the API asks, until the link ends
 
 
-def run_worker(settings: Settings, worker_id: str, device: str, emit: Emit, listen: Listen) -> None:
+def run_worker(settings: Settings, worker_id: str, device: str, model: str, emit: Emit, listen: Listen) -> None:
+    """Loads `model` (one of the served models; each worker runs one) and leases only its jobs."""
     emit(StateChanged(WorkerState.STARTING, device))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # until the model is loaded, just stop
     try:
         from kandinsky_serve.engine.engine import Engine
         from kandinsky_serve.engine.speed import EngineOptions
 
-        engine = Engine.create(settings.model, device, settings.dtype, EngineOptions.from_settings(settings))
+        engine = Engine.create(model, device, settings.dtype, EngineOptions.from_settings(settings))
+        buckets = warmup.parse(
+            settings.warmup,
+            max_batch=settings.max_batch,
+            gpu=engine.device.type == "cuda",
+            compiling=settings.compile != "off",
+        )
     except ServeError as error:
         emit(StateChanged(WorkerState.DEFUNCT, device, error.message))
         sys.exit(FATAL_EXIT)
+    _warm_up(engine, buckets, device, emit)
 
-    runner = Runner(worker_id, settings, open_store(settings), open_blobs(settings), engine, emit, device)
+    store, blobs = open_store(settings), open_blobs(settings)
+    # jobs carry the model's canonical id (JobService.served), which is the engine's
+    runner = Runner(worker_id, settings, store, blobs, engine, emit, device, models=[engine.spec.id])
 
     def on_sigterm(_signum: int, _frame: FrameType | None) -> None:
         # The handler runs on the main thread between two bytecodes, possibly while that thread holds
@@ -50,6 +69,20 @@ def run_worker(settings: Settings, worker_id: str, device: str, emit: Emit, list
     signal.signal(signal.SIGTERM, on_sigterm)
     threading.Thread(target=listen, args=(runner,), name="listen", daemon=True).start()
     runner.run_forever()
+
+
+def _warm_up(engine: Engine, buckets: list[warmup.Bucket], device: str, emit: Emit) -> None:
+    """Runs the buckets before the runner reports ready; one that fails (out of memory) is logged and
+    skipped: requests of that shape will say why themselves."""
+    for index, bucket in enumerate(buckets):
+        emit(StateChanged(WorkerState.WARMING, device, f"{bucket} ({index + 1} of {len(buckets)})"))
+        start = time.perf_counter()
+        try:
+            warmup.warm_up(engine, [bucket])
+        except ServeError as error:
+            log.warning("warm-up of %s failed: %s", bucket, error.message)
+            continue
+        log.info("warmed %s in %.1f s", bucket, time.perf_counter() - start)
 
 
 def needs_store_url(command: str) -> ServeError:
@@ -71,7 +104,7 @@ def deliver(message: ToWorker, runner: Runner) -> None:
 # --- a child of the supervisor ----------------------------------------------------------------
 
 
-def worker_main(settings_json: str, worker_id: str, device: str, conn: Connection) -> None:
+def worker_main(settings_json: str, worker_id: str, device: str, model: str, conn: Connection) -> None:
     settings = Settings.model_validate_json(settings_json)
     configure_logs(settings.log_format, f"worker {worker_id}")
     send_lock = threading.Lock()
@@ -92,19 +125,20 @@ def worker_main(settings_json: str, worker_id: str, device: str, conn: Connectio
                 return
             deliver(message, runner)
 
-    run_worker(settings, worker_id, device, emit, listen)
+    run_worker(settings, worker_id, device, model, emit, listen)
 
 
 # --- a worker of its own, on the Redis bus ------------------------------------------------------
 
 
-def standalone_main(settings: Settings, device: str) -> None:
+def standalone_main(settings: Settings, device: str, model: str) -> None:
     from kandinsky_serve.bus import PRESENCE_SECONDS, RedisBus, WorkerIdentity, decode
+    from kandinsky_serve.domain.catalogue import resolve
 
     if settings.store_url is None:
         raise needs_store_url("worker")
     bus = RedisBus(settings.store_url, settings.redis_prefix)
-    identity = WorkerIdentity.here(device)
+    identity = WorkerIdentity.here(device, resolve(model).id)
     configure_logs(settings.log_format, f"worker {identity.id}")
     last_state: list[StateChanged] = [StateChanged(WorkerState.STARTING, device)]
     stop = threading.Event()
@@ -128,6 +162,6 @@ def standalone_main(settings: Settings, device: str) -> None:
 
     threading.Thread(target=announce, name="presence", daemon=True).start()
     try:
-        run_worker(settings, identity.id, device, emit, listen)
+        run_worker(settings, identity.id, device, model, emit, listen)
     finally:
         stop.set()

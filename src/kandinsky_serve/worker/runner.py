@@ -17,17 +17,16 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from kandinsky_serve.blobs.protocol import BlobStore
 from kandinsky_serve.domain.errors import Canceled, ErrorCode, ServeError
 from kandinsky_serve.domain.events import ProgressEvent
 from kandinsky_serve.domain.job import Job, JobEvent, Output, utcnow
 from kandinsky_serve.domain.request import GenerationRequest
-from kandinsky_serve.engine.result import GenerationResult
 from kandinsky_serve.imaging import encode_image
 from kandinsky_serve.settings import Settings
 from kandinsky_serve.store.protocol import JobStore
@@ -39,6 +38,9 @@ from kandinsky_serve.worker.messages import (
     ToSupervisor,
     WorkerState,
 )
+
+if TYPE_CHECKING:  # the API process imports this module too, and must not load torch
+    from kandinsky_serve.engine.result import GenerationResult
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +93,11 @@ class Runner:
         engine: BatchEngine,
         emit: Callable[[ToSupervisor], None],
         device: str = "cpu",
+        models: Collection[str] | None = None,
     ) -> None:
         self.worker_id = worker_id
         self.device = device
+        self.models = models  # the model ids whose jobs this worker leases (its engine's); None: any
         self.settings = settings
         self.store = store
         self.blobs = blobs
@@ -162,7 +166,10 @@ class Runner:
         finishing goes on behind the next one (at most one batch finishing at a time); otherwise its
         jobs are finished when this returns."""
         jobs = self.store.lease(
-            self.worker_id, max_batch=self.settings.max_batch, lease_seconds=self.settings.lease_seconds
+            self.worker_id,
+            max_batch=self.settings.max_batch,
+            lease_seconds=self.settings.lease_seconds,
+            models=self.models,
         )
         if not jobs:
             self._settle()
@@ -256,7 +263,7 @@ class Runner:
     def _batch_done(
         self, jobs: list[Job], results: Sequence[GenerationResult | ServeError | None], seconds: float
     ) -> BatchDone:
-        images = sum(len(r.seeds) for r in results if isinstance(r, GenerationResult))
+        images = sum(len(r.seeds) for r in results if r is not None and not isinstance(r, ServeError))
         outcome = "failed" if any(isinstance(r, ServeError) for r in results) else "succeeded" if images else "canceled"
         waited = tuple((utcnow() - job.created_at).total_seconds() for job in jobs)
         return BatchDone(len(jobs), images, seconds, outcome, self.device, peak_memory(), waited)

@@ -1,7 +1,9 @@
-"""Supervisor: runs one worker process per device, restarts the ones that die, drains on stop.
+"""Supervisor: runs one worker process per device for each served model, restarts the ones that die,
+drains on stop. Workers of different models share the machine (and, on a GPU, the device).
 
 It lives in the serving process and relays what workers report (jobs changed, live progress) to
-the API through callbacks, and what the API wants (wake up, cancel) to the workers.
+the API through a Relay (the one the Redis bus uses too), and what the API wants (wake up, cancel)
+to the workers.
 """
 
 from __future__ import annotations
@@ -11,21 +13,15 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 
+from kandinsky_serve.service import served_models
 from kandinsky_serve.settings import Settings
-from kandinsky_serve.worker.messages import (
-    JobsChanged,
-    Progress,
-    StateChanged,
-    ToSupervisor,
-    ToWorker,
-    WorkerState,
-)
+from kandinsky_serve.worker.messages import ToWorker, WorkerState
 from kandinsky_serve.worker.process import FATAL_EXIT, worker_main
+from kandinsky_serve.worker.relay import Relay
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +32,7 @@ _MAX_BACKOFF = 30.0
 class WorkerHandle:
     index: int
     device: str
+    model: str  # the model's id (the catalogue's), which its jobs carry
     process: BaseProcess
     conn: Connection
     worker_id: str
@@ -64,17 +61,9 @@ def worker_devices(settings: Settings) -> list[str]:
 
 
 class Supervisor:
-    def __init__(
-        self,
-        settings: Settings,
-        on_jobs_changed: Callable[[tuple[str, ...]], None],
-        on_progress: Callable[[Progress], None],
-        observe: Callable[[ToSupervisor], None] | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings, relay: Relay) -> None:
         self.settings = settings
-        self.on_jobs_changed = on_jobs_changed
-        self.on_progress = on_progress
-        self.observe = observe
+        self.relay = relay
         self._context = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited CUDA state
         self._workers: list[WorkerHandle] = []
         self._stopping = threading.Event()  # no more restarts
@@ -82,23 +71,26 @@ class Supervisor:
         self._watcher: threading.Thread | None = None
 
     def start(self) -> None:
-        self._workers = [self._spawn(i, device) for i, device in enumerate(worker_devices(self.settings))]
+        places = [
+            (device, entry.id) for entry in served_models(self.settings) for device in worker_devices(self.settings)
+        ]
+        self._workers = [self._spawn(i, device, model) for i, (device, model) in enumerate(places)]
         self._watcher = threading.Thread(target=self._watch, name="supervisor", daemon=True)
         self._watcher.start()
 
-    def _spawn(self, index: int, device: str, restarts: int = 0) -> WorkerHandle:
+    def _spawn(self, index: int, device: str, model: str, restarts: int = 0) -> WorkerHandle:
         parent, child = self._context.Pipe()
         worker_id = f"w{index}-{os.urandom(4).hex()}"
         process = self._context.Process(
             target=worker_main,
-            args=(self.settings.model_dump_json(), worker_id, device, child),
+            args=(self.settings.model_dump_json(), worker_id, device, model, child),
             name=f"kandinsky-worker-{index}",
             daemon=False,
         )
         process.start()
         child.close()
-        log.info("worker %s started on %s (pid %s)", worker_id, device, process.pid)
-        return WorkerHandle(index, device, process, parent, worker_id, restarts=restarts)
+        log.info("worker %s for %s started on %s (pid %s)", worker_id, model, device, process.pid)
+        return WorkerHandle(index, device, model, process, parent, worker_id, restarts=restarts)
 
     def broadcast(self, message: ToWorker) -> None:
         for handle in list(self._workers):
@@ -110,6 +102,7 @@ class Supervisor:
                 "id": h.worker_id,
                 "pid": h.process.pid,
                 "device": h.device,
+                "model": h.model,
                 "state": h.state.value,
                 "restarts": h.restarts,
                 **({"detail": h.detail} if h.detail else {}),
@@ -134,22 +127,14 @@ class Supervisor:
                 if when <= now and not self._stopping.is_set():
                     del restart_at[index]
                     old = self._workers[index]
-                    self._workers[index] = self._spawn(index, old.device, old.restarts + 1)
+                    self._workers[index] = self._spawn(index, old.device, old.model, old.restarts + 1)
 
     def _receive(self, handle: WorkerHandle) -> None:
         try:
             message = handle.conn.recv()
         except (EOFError, OSError):
             return  # the sentinel reports the exit
-        if self.observe is not None:
-            self.observe(message)
-        if isinstance(message, StateChanged):
-            handle.state = message.state
-            handle.detail = message.detail
-        elif isinstance(message, JobsChanged):
-            self.on_jobs_changed(message.job_ids)
-        elif isinstance(message, Progress):
-            self.on_progress(message)
+        self.relay(message, handle)
 
     def _died(self, handle: WorkerHandle, restart_at: dict[int, float]) -> None:
         handle.process.join(timeout=1)

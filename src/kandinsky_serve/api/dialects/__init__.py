@@ -1,20 +1,11 @@
-"""Vendor dialects. Each only translates between its vendor's wire format and the canonical job.
-
-A dialect is a module (or package) here with a `router`; importing it also registers how its
-errors are rendered. The app includes every one it finds.
+"""Vendor dialects. Each only translates between its vendor's wire format and the canonical job,
+and exports one `DIALECT` (api/dialect.py); the app serves the ones listed in `ALL`.
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-from types import ModuleType
+from kandinsky_serve.api.dialect import Dialect
+from kandinsky_serve.api.dialects import eachlabs, openai, replicate, segmind, web
 
-
-def modules() -> list[ModuleType]:
-    found = []
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        if hasattr(module, "router"):
-            found.append(module)
-    return found
+# in this order: routes are matched (and documented) in the order they are included
+ALL: tuple[Dialect, ...] = (eachlabs.DIALECT, openai.DIALECT, replicate.DIALECT, segmind.DIALECT, web.DIALECT)

@@ -5,7 +5,8 @@ Create takes `{"model": "kandinsky-2.2", "version": "0.0.1", "input": {...}}`; `
 ignored (the API reference marks it deprecated). Inputs have Replicate's names and may be strings
 (the vendor's own example sends `"512"`) or null (`"seed": null` = random); `webhook_url`,
 `webhook_secret` and `fallback_selector` are accepted and ignored, as Eachlabs serves webhooks
-only for its workflows. Models: `kandinsky-2.2`, and `kandinsky-2.1` on a 2.1 server.
+only for its workflows. Models: `kandinsky-2.2` and `kandinsky-2.1`, each run by the served model of
+its family (404 when none is served).
 
 Statuses: starting, processing, success, error, cancelled. `error` (not `failed`) because the
 vendor's own polling loop stops only on `success` or `error`; a failure's `output` is
@@ -28,20 +29,22 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from kandinsky_serve.api.auth import CallerDep, Owner
+from kandinsky_serve.api.dialect import Dialect
 from kandinsky_serve.api.errors import (
     ON_READ,
     ON_SUBMIT,
     Responses,
     error_headers,
     error_responses,
-    register_renderer,
 )
 from kandinsky_serve.api.idempotency import idempotency_key
 from kandinsky_serve.api.json_body import openapi_body, read_object
 from kandinsky_serve.api.state import Service
 from kandinsky_serve.api.urls import base_url, file_url
+from kandinsky_serve.domain.catalogue import OFFERED, Family
 from kandinsky_serve.domain.errors import HTTP_STATUS, ErrorCode, ServeError, invalid
 from kandinsky_serve.domain.job import Job, JobState
+from kandinsky_serve.domain.meta import EachlabsMeta, ReplicateMeta
 from kandinsky_serve.domain.request import (
     MAX_IMAGES,
     MAX_PROMPT_CHARS,
@@ -51,8 +54,6 @@ from kandinsky_serve.domain.request import (
     MIN_SIDE,
     GenerationRequest,
 )
-from kandinsky_serve.engine.schedulers import OFFERED
-from kandinsky_serve.engine.sources import Family
 from kandinsky_serve.service import JobService
 
 router = APIRouter(tags=["eachlabs"])
@@ -110,9 +111,6 @@ def render_error(error: ServeError) -> Response:
     return JSONResponse({"error": message}, status_code=status, headers=error_headers(error))
 
 
-register_renderer("eachlabs", render_error)
-
-
 class EachlabsError(BaseModel):
     """Eachlabs' errors: one sentence, naming `input.<name>` when an input is wrong."""
 
@@ -154,7 +152,7 @@ class EachlabsInput(BaseModel):
 class EachlabsPrediction(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: Literal["kandinsky-2.2", "kandinsky-2.1"] = Field(description="the one this server runs")
+    model: Literal["kandinsky-2.2", "kandinsky-2.1"] = Field(description="one this server serves")
     version: Any = Field(default=None, description="ignored (deprecated by Eachlabs)")
     input: EachlabsInput | None = None
     webhook_url: Any = Field(default=None, description="accepted and ignored (Eachlabs sends webhooks for workflows)")
@@ -166,15 +164,18 @@ def to_request(body: dict[str, Any], service: JobService) -> GenerationRequest:
     model = body.get("model")
     if not model:
         raise invalid("model", "model field is required")
-    if MODELS.get(str(model)) is not service.model.family:
-        raise ServeError(ErrorCode.NOT_FOUND, f"Model {model} not found; this server runs {service.model.id}.")
+    family = MODELS.get(str(model))
+    served = service.serving(family) if family is not None else None
+    if served is None:
+        what = "not found" if family is None else "not served here"
+        raise ServeError(ErrorCode.NOT_FOUND, f"Model {model} {what}; this server serves {_names(service)}.")
     unknown = [key for key in body if key not in ("model", "input") and key not in _IGNORED_BODY]
     if unknown:
         raise invalid(unknown[0], "is not a field of a prediction")
     given = body.get("input") or {}
     if not isinstance(given, dict):
         raise invalid("input", "must be an object of model inputs")
-    fields: dict[str, Any] = dict(_DEFAULTS)
+    fields: dict[str, Any] = {**_DEFAULTS, "model": served.id}
     for name, value in given.items():
         if name in _IGNORED_INPUTS:
             continue
@@ -184,6 +185,11 @@ def to_request(body: dict[str, Any], service: JobService) -> GenerationRequest:
         if value is not None and (value != "" or name == "prompt"):
             fields[INPUTS[name]] = value
     return GenerationRequest.parse(fields)
+
+
+def _names(service: JobService) -> str:
+    """The Eachlabs model names of the models served here."""
+    return ", ".join(name for name, family in MODELS.items() if service.serving(family) is not None)
 
 
 _CREATE_ERRORS = eachlabs_errors(*ON_SUBMIT, ErrorCode.NOT_FOUND)  # NOT_FOUND: a model not served here
@@ -198,7 +204,7 @@ async def create(request: Request, service: Service, caller: CallerDep) -> dict[
 
     def queue() -> Job:
         generation = to_request(body, service)
-        meta = {"dialect": "eachlabs", "model": body["model"], "input": body.get("input") or {}}
+        meta = EachlabsMeta(model=body["model"], input=body.get("input") or {})
         return service.submit(generation, caller, meta=meta, idempotency_key=once)
 
     job = await anyio.to_thread.run_sync(queue)
@@ -218,7 +224,7 @@ def _view(request: Request, job: Job) -> dict[str, Any]:
         logs.append(job.error_message)
     return {
         "id": job.id,
-        "input": job.meta.get("input", {}),
+        "input": job.meta.input if isinstance(job.meta, EachlabsMeta | ReplicateMeta) else {},
         "status": _STATUS[job.state],
         "output": output,
         "logs": "\n".join(logs),
@@ -249,3 +255,6 @@ def get(prediction_id: str, request: Request, service: Service, owner: Owner) ->
 def cancel(prediction_id: str, request: Request, service: Service, owner: Owner) -> dict[str, Any]:
     _found(service, prediction_id, owner)
     return _view(request, service.cancel(prediction_id, owner))
+
+
+DIALECT = Dialect("eachlabs", router, render_error)

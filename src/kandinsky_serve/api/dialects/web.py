@@ -1,7 +1,7 @@
 """The web playground: `/` and its static files, plus `/web/config` (what the page should offer).
 
-Not a vendor dialect; it lives here because the app includes every module in this package. The
-page itself only calls the native API, from the browser, with the key the user typed in.
+Not a vendor dialect, but served the same way (`DIALECT`, listed in api/dialects). The page itself
+only calls the native API, from the browser, with the key the user typed in.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
+from kandinsky_serve.api.dialect import Dialect
 from kandinsky_serve.api.errors import not_found
 from kandinsky_serve.api.state import State
 from kandinsky_serve.domain import request as limits
-from kandinsky_serve.engine.schedulers import DEFAULT, OFFERED
+from kandinsky_serve.domain.catalogue import DEFAULT, OFFERED
 
 router = APIRouter(tags=["native"], include_in_schema=False)
 
@@ -82,3 +83,7 @@ def config(state: State) -> JSONResponse:
         },
     }
     return JSONResponse(body, headers={"Cache-Control": "no-cache"})
+
+
+# its routes are tagged native: their errors are rendered in the native shape
+DIALECT = Dialect("web", router)

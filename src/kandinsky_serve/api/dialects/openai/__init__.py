@@ -6,10 +6,10 @@ envelope with its statuses, so the SDK raises its usual exceptions and retries a
 
 from __future__ import annotations
 
+from kandinsky_serve.api.dialect import Dialect
 from kandinsky_serve.api.dialects.openai.problems import render_error
 from kandinsky_serve.api.dialects.openai.router import router
-from kandinsky_serve.api.errors import register_renderer
 
-register_renderer("openai", render_error)
+DIALECT = Dialect("openai", router, render_error)
 
-__all__ = ["router"]
+__all__ = ["DIALECT"]

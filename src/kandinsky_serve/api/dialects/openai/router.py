@@ -23,8 +23,11 @@ from kandinsky_serve.api.disconnect import client_gone
 from kandinsky_serve.api.errors import ON_RUN, ON_SUBMIT
 from kandinsky_serve.api.state import Service
 from kandinsky_serve.api.urls import file_url
+from kandinsky_serve.domain import catalogue
+from kandinsky_serve.domain.catalogue import Weights
 from kandinsky_serve.domain.errors import ErrorCode, ServeError, invalid
 from kandinsky_serve.domain.job import Job, JobState
+from kandinsky_serve.domain.meta import OpenAIMeta
 from kandinsky_serve.domain.request import MAX_IMAGES, MAX_SEED, GenerationRequest
 from kandinsky_serve.service import JobService
 
@@ -34,6 +37,10 @@ router = APIRouter(prefix="/v1/images", tags=["openai"])
 
 # the openai SDK's own default timeout; a caller that waits longer than this has set its own
 WAIT_SECONDS = 600.0
+MODEL_DESCRIPTION = (
+    "a model served here (GET /v1/models lists them), kandinsky-2.2 or kandinsky-2.1 for the served model of "
+    "that family, or any other name (dall-e-3, gpt-image-1...) for the default model"
+)
 
 
 def _not_a_boolean(value: object) -> object:
@@ -59,7 +66,7 @@ class GenerationBody(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     prompt: str = Field(description="what to draw")
-    model: str | None = Field(default=None, description="any name is accepted; the server's model runs")
+    model: str | None = Field(default=None, description=MODEL_DESCRIPTION)
     n: Annotated[int, Field(ge=1, le=MAX_IMAGES), NOT_A_BOOLEAN] | None = None
     size: str | None = Field(
         default=None,
@@ -125,7 +132,7 @@ async def edits(
     image: Annotated[list[UploadFile] | None, File(description="the image to edit (PNG, JPEG or WebP)")] = None,
     images: Annotated[list[UploadFile] | None, File(alias="image[]", description="the SDK's name for image")] = None,
     mask: Annotated[UploadFile | None, File(description="transparent (alpha 0) pixels mark what to edit")] = None,
-    model: Annotated[str | None, Form(description="any name is accepted; the server's model runs")] = None,
+    model: Annotated[str | None, Form(description=MODEL_DESCRIPTION)] = None,
     n: Annotated[int | None, Form(ge=1, le=MAX_IMAGES)] = None,
     size: Annotated[str | None, Form(description="WIDTHxHEIGHT or auto (the image's own size)")] = None,
     quality: Annotated[Quality | None, Form()] = None,
@@ -177,7 +184,8 @@ async def _read(upload: UploadFile, field: str, limit: int) -> bytes:
 async def _run(
     request: Request, service: JobService, caller: Caller, canonical: GenerationRequest, params: Common
 ) -> dict[str, Any]:
-    meta: dict[str, object] = {"dialect": "openai", "model_asked": params.model}
+    meta = OpenAIMeta(model_asked=params.model)
+    canonical = canonical.model_copy(update={"model": served_model(service, params.model)})
     job = await service.run_sync(canonical, caller, meta, WAIT_SECONDS, abandoned=client_gone(request))
     if job.state is JobState.CANCELED:
         raise ServeError(ErrorCode.CANCELED, "the generation was canceled")
@@ -187,6 +195,22 @@ async def _run(
     return translate.images_response(data, job.request, params.quality, job.created_at.timestamp())
 
 
+def served_model(service: JobService, asked: str | None) -> str | None:
+    """The served model a request's `model` means (None: the default). Code written for OpenAI names
+    OpenAI's models, so a name that is none of ours runs on the default model; one of ours that is
+    not served here is a 404 (model_not_found) naming what is."""
+    if asked is None:
+        return None
+    if service.serves(asked):
+        return service.named(asked).id
+    entry = catalogue.find(asked)
+    if entry is None:
+        return None
+    if entry.weights is Weights.HUB:  # a public Kandinsky name: the served model of its family runs it
+        return service.for_family(entry.family, f"Model {asked}").id
+    return service.named(asked).id  # NOT_FOUND, naming what is served
+
+
 def _data(request: Request, service: JobService, job: Job, fmt: ResponseFormat) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     for output in job.outputs:
@@ -194,7 +218,7 @@ def _data(request: Request, service: JobService, job: Job, fmt: ResponseFormat) 
         if fmt == "url":
             item["url"] = file_url(request, output.key)
         else:
-            blob = service.blobs.get(output.key)
+            blob = service.reader.get(output.key)
             if blob is None:  # removed between completion and now: only a retention of seconds does that
                 raise ServeError(ErrorCode.NOT_FOUND, "the image was removed before it could be sent")
             item["b64_json"] = base64.b64encode(blob.data).decode("ascii")

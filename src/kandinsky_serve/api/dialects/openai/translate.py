@@ -1,8 +1,10 @@
 """OpenAI Images parameters to the canonical GenerationRequest, and finished jobs to ImagesResponse.
 
 Decisions, which users can rely on:
-- `model` is accepted whatever it names (dall-e-2, gpt-image-1, kandinsky-2.2...): code written for
-  OpenAI names OpenAI's models, and this server has one model to offer, so it serves that one.
+- `model` picks one of the models served here by its id or alias (GET /v1/models lists them);
+  kandinsky-2.2 and kandinsky-2.1 run on the served model of that family; any other name (dall-e-2,
+  gpt-image-1...) runs on the default model: code written for OpenAI names OpenAI's models. A model of
+  ours that is not served here is a 404 (model_not_found) naming those that are (router.served_model).
 - `size` is any `WxH` with both sides within the server's limits (OpenAI's named sizes are just
   such strings); `auto` and no size mean 1024x1024 for generations, the input's size for edits.
 - `quality` sets the decoder steps: low 25, standard/medium/auto 50, hd/high and above 100.

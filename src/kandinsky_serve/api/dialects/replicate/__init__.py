@@ -1,20 +1,19 @@
 """Replicate's predictions and files APIs (reference §1), wire-compatible with replicate-python 1.0.7.
 
-`background` delivers webhooks for the server's lifetime; the app starts and cancels it.
+`background` drains the webhook outbox for the server's lifetime (any node sends any prediction's
+webhooks); the app starts and cancels it.
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
+from kandinsky_serve.api.dialect import Dialect
 from kandinsky_serve.api.dialects.replicate.files import router as files_router
 from kandinsky_serve.api.dialects.replicate.problems import render_error
 from kandinsky_serve.api.dialects.replicate.router import router as predictions_router
 from kandinsky_serve.api.dialects.replicate.webhooks import deliver_webhooks
-from kandinsky_serve.api.errors import register_renderer
 from kandinsky_serve.api.state import AppState
-
-register_renderer("replicate", render_error)
 
 router = APIRouter()
 router.include_router(predictions_router)
@@ -25,4 +24,6 @@ async def background(state: AppState) -> None:
     await deliver_webhooks(state)
 
 
-__all__ = ["background", "router"]
+DIALECT = Dialect("replicate", router, render_error, background)
+
+__all__ = ["DIALECT", "background", "router"]

@@ -168,7 +168,7 @@ def local_files(request: Request, owner: str) -> LocalFiles:
             query = parse_qs(parts.query)
             expires, sig = (query.get("expires") or ["0"])[0], (query.get("sig") or [""])[0]
             signed = expires.isdigit() and valid_signature(state.url_secret, parts.path, int(expires), sig)
-            blob = state.service.blobs.get(parts.path) if signed else None
+            blob = state.service.reader.get(parts.path) if signed else None
             if blob is None:
                 raise invalid(field, "the output link has expired or is not valid")
             return blob.data

@@ -7,7 +7,6 @@ plain http, which carry data URIs on every read (see `Delivery`).
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -21,7 +20,7 @@ from kandinsky_serve.api.dialects.replicate.files import local_files
 from kandinsky_serve.api.dialects.replicate.pages import PAGE_SIZE, links
 from kandinsky_serve.api.dialects.replicate.problems import replicate_errors
 from kandinsky_serve.api.dialects.replicate.signing import secret_for
-from kandinsky_serve.api.dialects.replicate.webhooks import EVENTS, NODE
+from kandinsky_serve.api.dialects.replicate.webhooks import subscriptions
 from kandinsky_serve.api.errors import ON_READ, ON_SUBMIT
 from kandinsky_serve.api.fetch import run_with_fetches
 from kandinsky_serve.api.idempotency import idempotency_key
@@ -30,13 +29,13 @@ from kandinsky_serve.api.state import Service
 from kandinsky_serve.api.urls import base_url, file_url
 from kandinsky_serve.domain.errors import ErrorCode, ServeError, invalid
 from kandinsky_serve.domain.job import Job, utcnow
+from kandinsky_serve.domain.meta import ReplicateMeta
 from kandinsky_serve.service import JobService
 
 router = APIRouter(prefix="/v1", tags=["replicate"])
 
 # replicate-python times out N + 0.5 s after sending `Prefer: wait=N`; answer well before that
 _WAIT_MARGIN = 0.3
-_timers: set[asyncio.Task[None]] = set()
 
 PreferHeader = Annotated[str | None, Header()]
 CancelAfterHeader = Annotated[str | None, Header()]
@@ -50,32 +49,16 @@ def render(
     pending: bool = False,
     delivery: translate.Delivery | None = None,
 ) -> dict[str, Any]:
-    logs = [e.message for e in service.store.events(job.id) if e.message]
     return translate.prediction(
         job,
         base=base_url(request),
         file_url=lambda key: file_url(request, key),
-        blobs=service.blobs,
-        logs=logs,
-        served=schemas.for_family(service.model.family),
+        blobs=service.reader,
+        logs=service.logs(job.id),
+        served=schemas.for_family(service.family_of(job.request.model)),
         delivery=delivery,
         pending=pending,
     )
-
-
-def _webhook_meta(body: dict[str, Any], service: JobService) -> dict[str, Any]:
-    meta: dict[str, Any] = {}
-    for name in ("webhook", "webhook_completed"):
-        url = body.get(name)
-        if url:
-            check_public_url(str(url), name, service.settings)
-            meta[name] = str(url)
-    events = body.get("webhook_events_filter")
-    if events is not None:
-        if not isinstance(events, list) or any(e not in EVENTS for e in events):
-            raise invalid("webhook_events_filter", f"must be a list of {', '.join(EVENTS)}")
-        meta["webhook_events_filter"] = list(events)
-    return meta
 
 
 def _submit(
@@ -87,32 +70,26 @@ def _submit(
     deadline: float | None,
     delivery: translate.Delivery,
 ) -> Job:
-    schemas.check_served(model, service.model.family, service.model.id)
+    runs = _served(model, service)
     once = idempotency_key(request)
-    meta = {
-        "dialect": "replicate",
-        "model": model.ref,
-        "version": model.version,
-        "input": translate.input_echo(body.get("input")),
-        "base_url": base_url(request),
-        "node": NODE,
-        "delivery": delivery.value,
-        **_webhook_meta(body, service),
-    }
-    if deadline is not None:
-        meta["deadline"] = translate.timestamp(utcnow() + timedelta(seconds=deadline))
+    hooks = subscriptions(body, lambda url, name: check_public_url(url, name, service.settings))
+    # a field of the job, which the janitor enforces: it outlives this process
+    cancel_at = None if deadline is None else utcnow() + timedelta(seconds=deadline)
+    meta = ReplicateMeta(
+        model=model.ref,
+        version=model.version,
+        input=translate.input_echo(body.get("input")),
+        base_url=base_url(request),
+        delivery=delivery.value,
+        deadline=translate.timestamp(cancel_at),
+    )
     local = local_files(request, caller.owner)
     generation = translate.to_request(model, body.get("input"), service.settings, local)
+    generation = generation.model_copy(update={"model": runs})  # checked against that model by submit
     try:
-        return service.submit(generation, caller, meta=meta, idempotency_key=once)
+        return service.submit(generation, caller, meta=meta, idempotency_key=once, cancel_at=cancel_at, webhooks=hooks)
     except ServeError as exc:
         raise translate.renamed(exc, model) from None
-
-
-async def _cancel_after(service: JobService, job: Job, seconds: float) -> None:
-    finished = await service.wait(job.id, job.owner, seconds)
-    if not finished.state.terminal:
-        await anyio.to_thread.run_sync(service.cancel, job.id, job.owner)
 
 
 async def _create(
@@ -128,11 +105,6 @@ async def _create(
     deadline = translate.duration_seconds(cancel_after) if cancel_after else None
     delivery = translate.Delivery.for_create(wait, base_url(request))
     job = await run_with_fetches(service.settings, _submit, model, body, request, service, caller, deadline, delivery)
-    if deadline is not None:
-        # in memory only: a deadline pending when the process stops is not enforced after a restart
-        timer = asyncio.create_task(_cancel_after(service, job, deadline))
-        _timers.add(timer)
-        timer.add_done_callback(_timers.discard)
     if wait is not None:
         job = await service.wait(job.id, caller.owner, max(wait - _WAIT_MARGIN, 0.1))
     pending = wait is not None and not job.state.terminal
@@ -209,26 +181,32 @@ def cancel_prediction(prediction_id: str, request: Request, service: Service, ow
     return render(request, service, service.cancel(prediction_id, owner))
 
 
-def _served(owner: str, name: str, service: JobService) -> schemas.ReplicateModel:
+def _served(model: schemas.ReplicateModel, service: JobService) -> str:
+    """The id of the served model that runs this Replicate model's predictions."""
+    schemas.check_served(model, {entry.family for entry in service.models}, service.served_ids)
+    return service.for_family(model.family, model.ref).id
+
+
+def _served_model(owner: str, name: str, service: JobService) -> schemas.ReplicateModel:
     model = schemas.model_named(owner, name)
-    schemas.check_served(model, service.model.family, service.model.id)
+    _served(model, service)
     return model
 
 
 @router.get("/models/{owner}/{name}", responses=replicate_errors(*ON_READ))
 def get_model(owner: str, name: str, request: Request, service: Service, _: Owner) -> dict[str, Any]:
-    return schemas.model_json(_served(owner, name, service), base_url(request))
+    return schemas.model_json(_served_model(owner, name, service), base_url(request))
 
 
 @router.get("/models/{owner}/{name}/versions", responses=replicate_errors(*ON_READ))
 def list_versions(owner: str, name: str, service: Service, _: Owner) -> dict[str, Any]:
-    model = _served(owner, name, service)
+    model = _served_model(owner, name, service)
     return {"next": None, "previous": None, "results": [schemas.version_json(model)]}
 
 
 @router.get("/models/{owner}/{name}/versions/{version_id}", responses=replicate_errors(*ON_READ))
 def get_version(owner: str, name: str, version_id: str, service: Service, _: Owner) -> dict[str, Any]:
-    model = _served(owner, name, service)
+    model = _served_model(owner, name, service)
     if version_id != model.version:
         raise ServeError(ErrorCode.NOT_FOUND, f"Version {version_id} of {model.ref} not found.")
     return schemas.version_json(model)

@@ -6,11 +6,12 @@ ours: Replicate ignores inputs a model does not declare, so sending them there i
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
+from kandinsky_serve.domain.catalogue import Family
 from kandinsky_serve.domain.errors import ErrorCode, ServeError
-from kandinsky_serve.engine.sources import Family
 
 _SIZES_22 = [384, 512, 576, 640, 704, 768, 960, 1024, 1152, 1280, 1536, 1792, 2048]
 _EXTENSION = "kandinsky-serve extension (not in Replicate's schema): "
@@ -267,16 +268,17 @@ def resolve_version(ref: str) -> ReplicateModel:
 
 
 def for_family(family: Family) -> ReplicateModel:
-    """The Replicate model a server of this family re-serves (jobs of other dialects show as it)."""
+    """The Replicate model a model of this family is re-served as (jobs of other dialects show as it)."""
     return next(m for m in MODELS.values() if m.family is family)
 
 
-def check_served(model: ReplicateModel, family: Family, served_id: str) -> None:
-    if model.family is not family:
-        other = next(m for m in MODELS.values() if m.family is family)
+def check_served(model: ReplicateModel, families: Collection[Family], served_ids: str) -> None:
+    """NOT_FOUND, naming what is served, unless a model of this Replicate model's family is."""
+    if model.family not in families:
+        others = ", ".join(m.ref for m in MODELS.values() if m.family in families)
         raise ServeError(
             ErrorCode.NOT_FOUND,
-            f"{model.ref} is not served here: this server runs {other.ref} (model {served_id}).",
+            f"{model.ref} is not served here: this server runs {others} (models {served_ids}).",
         )
 
 

@@ -11,11 +11,12 @@ from typing import Any
 
 from kandinsky_serve.api.dialects.replicate.schemas import LIMITS, LIMITS_21, ReplicateModel
 from kandinsky_serve.api.inputs import LocalFiles, image_bytes
-from kandinsky_serve.blobs.protocol import BlobStore
+from kandinsky_serve.domain.catalogue import Family
 from kandinsky_serve.domain.errors import ErrorCode, ServeError, invalid
 from kandinsky_serve.domain.job import Job, JobState
+from kandinsky_serve.domain.meta import ReplicateMeta
 from kandinsky_serve.domain.request import GenerationRequest, Task
-from kandinsky_serve.engine.sources import Family
+from kandinsky_serve.service import BlobReader
 from kandinsky_serve.settings import Settings
 
 MAX_WAIT = 60
@@ -59,7 +60,7 @@ class Delivery(StrEnum):
     @classmethod
     def of(cls, job: Job) -> Delivery:
         try:
-            return cls(job.meta.get("delivery", cls.URLS))
+            return cls(job.meta.delivery) if isinstance(job.meta, ReplicateMeta) else cls.URLS
         except ValueError:
             return cls.URLS
 
@@ -136,14 +137,14 @@ def timestamp(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if moment else None
 
 
-def _data_uri(blobs: BlobStore, key: str) -> str | None:
+def _data_uri(blobs: BlobReader, key: str) -> str | None:
     blob = blobs.get(key)
     if blob is None:
         return None
     return f"data:{blob.content_type};base64,{base64.b64encode(blob.data).decode()}"
 
 
-def _output(job: Job, file_url: Callable[[str], str], blobs: BlobStore, delivery: Delivery) -> list[str] | None:
+def _output(job: Job, file_url: Callable[[str], str], blobs: BlobReader, delivery: Delivery) -> list[str] | None:
     if job.data_removed or not job.outputs:
         return None
     if delivery is Delivery.URLS:
@@ -172,9 +173,8 @@ def canonical_input(request: GenerationRequest, model: ReplicateModel) -> dict[s
 def input_of(job: Job, served: ReplicateModel) -> dict[str, Any]:
     if job.data_removed:
         return {}
-    if job.meta.get("dialect") == "replicate":
-        echoed: dict[str, Any] = job.meta.get("input", {})
-        return echoed
+    if isinstance(job.meta, ReplicateMeta):
+        return job.meta.input
     return canonical_input(job.request, served)
 
 
@@ -183,7 +183,7 @@ def prediction(
     *,
     base: str,
     file_url: Callable[[str], str],
-    blobs: BlobStore,
+    blobs: BlobReader,
     logs: list[str],
     served: ReplicateModel,
     delivery: Delivery | None = None,
@@ -193,16 +193,15 @@ def prediction(
     status on which replicate-python goes on polling instead of returning a null output. `delivery`:
     how to write the files, by default as the prediction was created to (a list page asks for URLs).
     `served`: the model a job of another dialect is shown as."""
-    meta = job.meta
-    ours = meta.get("dialect") == "replicate"
+    ours = job.meta if isinstance(job.meta, ReplicateMeta) else None
     status = "starting" if pending and not job.state.terminal else _STATUS[job.state]
     lines = list(logs)
     if job.request.seed is not None:
         lines.insert(0, f"Using seed: {job.request.seed}")
     body: dict[str, Any] = {
         "id": job.id,
-        "model": meta.get("model", "") if ours else served.ref,
-        "version": meta.get("version", "") if ours else served.version,
+        "model": ours.model if ours else served.ref,
+        "version": ours.version if ours else served.version,
         "input": input_of(job, served),
         "logs": "" if job.data_removed else "\n".join(lines),
         "output": _output(job, file_url, blobs, delivery or Delivery.of(job)),
@@ -215,8 +214,8 @@ def prediction(
         "completed_at": timestamp(job.completed_at),
         "urls": {"get": f"{base}/v1/predictions/{job.id}", "cancel": f"{base}/v1/predictions/{job.id}/cancel"},
     }
-    if meta.get("deadline"):
-        body["deadline"] = meta["deadline"]
+    if ours and ours.deadline:
+        body["deadline"] = ours.deadline
     if job.state.terminal:
         metrics: dict[str, Any] = {"predict_time": job.predict_time, "total_time": job.total_time}
         if job.state is JobState.SUCCEEDED:

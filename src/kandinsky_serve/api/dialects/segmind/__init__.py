@@ -27,8 +27,12 @@ run out, 429 with Retry-After, 504 when a v1 call outlasts its wait.
 
 from __future__ import annotations
 
+from kandinsky_serve.api.dialect import Dialect
 from kandinsky_serve.api.dialects.segmind import v1, v2
 from kandinsky_serve.api.dialects.segmind.slugs import SLUGS, to_request
 from kandinsky_serve.api.dialects.segmind.wire import render_error, router
 
-__all__ = ["SLUGS", "render_error", "router", "to_request", "v1", "v2"]
+# v1 and v2 add their routes to the one router (wire.py) when imported above
+DIALECT = Dialect("segmind", router, render_error)
+
+__all__ = ["DIALECT", "SLUGS", "render_error", "router", "to_request", "v1", "v2"]

@@ -14,8 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kandinsky_serve.api.dialects.segmind.slugs import SLUGS
 from kandinsky_serve.api.json_body import openapi_body
+from kandinsky_serve.domain.catalogue import OFFERED
 from kandinsky_serve.domain.request import MAX_IMAGES, MAX_PROMPT_CHARS, MAX_SEED, MAX_SIDE, MAX_STEPS, MIN_SIDE, Task
-from kandinsky_serve.engine.schedulers import OFFERED
 
 # what `slugs.flag` reads as true or false
 Flag = bool | Literal["true", "false", "1", "0", "yes", "no", ""] | Literal[0, 1]

@@ -13,9 +13,9 @@ from typing import Any
 from PIL import Image
 
 from kandinsky_serve.api.inputs import image_bytes
+from kandinsky_serve.domain.catalogue import Family
 from kandinsky_serve.domain.errors import ErrorCode, ServeError, invalid
 from kandinsky_serve.domain.request import MAX_SIDE, MIN_SIDE, GenerationRequest, Task
-from kandinsky_serve.engine.sources import Family
 from kandinsky_serve.service import JobService
 
 # Segmind's name -> canonical name, for the parameters every slug takes
@@ -86,24 +86,23 @@ def flag(value: Any, name: str) -> bool:
     raise invalid(name, f"must be true or false (got {value!r})")
 
 
-def find_slug(slug: str, service: JobService) -> Slug:
+def find_slug(slug: str, service: JobService) -> tuple[Slug, str]:
+    """The slug, and the id of the served model of its family that runs it."""
     if slug not in SLUGS:
         raise ServeError(ErrorCode.NOT_FOUND, f"Model {slug} not found.")
     spec = SLUGS[slug]
-    if spec.family is not service.model.family:
-        raise ServeError(ErrorCode.NOT_FOUND, f"{slug} is not served here; this server runs {service.model.id}.")
-    return spec
+    return spec, service.for_family(spec.family, slug).id
 
 
 def to_request(slug: str, body: dict[str, Any], service: JobService) -> GenerationRequest:
     """The canonical request for a Segmind body; fetches input images given as URLs."""
-    spec = find_slug(slug, service)
+    spec, model = find_slug(slug, service)
     unknown = [key for key in body if key not in spec.accepted]
     if unknown:
         raise invalid(unknown[0], f"is not a parameter of {slug}")
     flag(body.get("base64"), "base64")  # v2 ignores it, but a bad value is still the caller's mistake
     settings = service.settings
-    fields: dict[str, Any] = {"task": spec.task, "steps": spec.steps, "output_format": "jpeg"}
+    fields: dict[str, Any] = {"model": model, "task": spec.task, "steps": spec.steps, "output_format": "jpeg"}
     for name, value in body.items():
         if name in COMMON and value is not None:
             fields[COMMON[name]] = value

@@ -28,10 +28,9 @@ from kandinsky_serve.api.disconnect import client_gone
 from kandinsky_serve.api.errors import ON_RUN, ON_SUBMIT
 from kandinsky_serve.api.fetch import run_with_fetches
 from kandinsky_serve.api.state import app_state
-from kandinsky_serve.blobs.protocol import Blob
 from kandinsky_serve.domain.errors import ErrorCode, ServeError
-from kandinsky_serve.domain.job import Job, JobState
-from kandinsky_serve.service import JobService
+from kandinsky_serve.domain.job import JobState
+from kandinsky_serve.domain.meta import SegmindMeta
 
 # Longer than any sane Kandinsky job, shorter than a proxy's patience; past it the job is canceled
 # (the caller can no longer receive it) and the answer is Segmind's 504. A client that hangs up
@@ -44,14 +43,16 @@ async def generate(slug: str, request: Request, caller: SegmindCaller) -> Respon
     body = await json_body(request)
     as_json = flag(body.get("base64"), "base64")
     generation = await run_with_fetches(service.settings, to_request, slug, body, service)
-    meta: dict[str, object] = {"dialect": "segmind", "slug": slug, "sync": True}
+    meta = SegmindMeta(slug=slug, sync=True)
     # the answer is the only way to the images: a client that times out (the SDK's default is 30 s)
     # leaves nothing to fetch, so its job is canceled rather than left to hold up the queue
     job = await service.run_sync(generation, caller, meta, SYNC_TIMEOUT_S, abandoned=client_gone(request))
     if job.state is not JobState.SUCCEEDED:
         code = job.error_code or ErrorCode.GENERATION_FAILED
         raise ServeError(code, job.error_message or f"The request {job.state.value}.")
-    images = await anyio.to_thread.run_sync(_images, service, job)
+    images = await anyio.to_thread.run_sync(service.images, job)
+    if not images:
+        raise ServeError(ErrorCode.NOT_FOUND, f"The images of request {job.id} are no longer kept.")
     headers = {"x-request-id": job.id, "x-seed-value": str(job.outputs[0].seed)}
     if job.predict_time is not None:
         headers["x-generation-time"] = f"{job.predict_time:.3f}"
@@ -68,14 +69,6 @@ async def generate(slug: str, request: Request, caller: SegmindCaller) -> Respon
         "content_type": images[0].content_type,
     }
     return JSONResponse(content, headers=headers)
-
-
-def _images(service: JobService, job: Job) -> list[Blob]:
-    found = [service.blobs.get(output.key) for output in job.outputs]
-    images = [blob for blob in found if blob is not None]
-    if not images or len(images) != len(found):
-        raise ServeError(ErrorCode.NOT_FOUND, f"The images of request {job.id} are no longer kept.")
-    return images
 
 
 def _endpoint(slug: str) -> Callable[[Request, SegmindCaller], Awaitable[Response]]:

@@ -20,6 +20,7 @@ from kandinsky_serve.api.state import Service
 from kandinsky_serve.api.urls import base_url, file_url
 from kandinsky_serve.domain.errors import ErrorCode, ServeError
 from kandinsky_serve.domain.job import Job, JobState
+from kandinsky_serve.domain.meta import SegmindMeta
 from kandinsky_serve.service import JobService
 
 STATUS = {
@@ -70,7 +71,7 @@ async def submit(slug: str, request: Request, service: Service, caller: SegmindC
 
     def queue() -> Job:
         generation = to_request(slug, body, service)
-        return service.submit(generation, caller, meta={"dialect": "segmind", "slug": slug}, idempotency_key=once)
+        return service.submit(generation, caller, meta=SegmindMeta(slug=slug), idempotency_key=once)
 
     job = await run_with_fetches(service.settings, queue)
     return {**_links(request, job.id), "status": "QUEUED", "poll_url": f"{base_url(request)}/v1/requests/{job.id}"}

@@ -17,7 +17,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from kandinsky_serve.api.auth import LOCAL_OWNER, Caller, api_key_from, authenticate, keys_required
-from kandinsky_serve.api.errors import Responses, error_headers, error_responses, register_renderer
+from kandinsky_serve.api.errors import Responses, error_headers, error_responses
 from kandinsky_serve.api.json_body import read_object
 from kandinsky_serve.api.state import app_state
 from kandinsky_serve.domain.errors import ErrorCode, ServeError
@@ -61,9 +61,6 @@ def render_error(error: ServeError) -> Response:
     if error.field in CANONICAL_TO_SEGMIND and message.startswith(error.field):
         message = CANONICAL_TO_SEGMIND[error.field] + message[len(error.field) :]
     return JSONResponse({"error": message}, status_code=_HTTP.get(error.code, 500), headers=error_headers(error))
-
-
-register_renderer("segmind", render_error)
 
 
 class SegmindError(BaseModel):
