@@ -37,6 +37,7 @@ from kandinsky_serve.api.errors import (
     error_headers,
     error_responses,
 )
+from kandinsky_serve.api.fields import FieldMap
 from kandinsky_serve.api.idempotency import idempotency_key
 from kandinsky_serve.api.json_body import openapi_body, read_object
 from kandinsky_serve.api.state import Service
@@ -59,22 +60,24 @@ from kandinsky_serve.service import JobService
 router = APIRouter(tags=["eachlabs"])
 
 MODELS = {"kandinsky-2.2": Family.K22, "kandinsky-2.1": Family.K21}
-# Eachlabs input name -> canonical name
-INPUTS = {
-    "prompt": "prompt",
-    "negative_prompt": "negative_prompt",
-    "width": "width",
-    "height": "height",
-    "num_outputs": "num_images",
-    "num_inference_steps": "steps",
-    "num_inference_steps_prior": "prior_steps",
-    "guidance_scale": "guidance_scale",
-    "prior_guidance_scale": "prior_guidance_scale",
-    "scheduler": "scheduler",
-    "seed": "seed",
-    "output_format": "output_format",
-}
-_TO_EACHLABS = {canonical: f"input.{name}" for name, canonical in INPUTS.items()}
+# Eachlabs input name -> canonical name; errors name them as `input.<name>`
+FIELDS = FieldMap(
+    {
+        "prompt": "prompt",
+        "negative_prompt": "negative_prompt",
+        "width": "width",
+        "height": "height",
+        "num_outputs": "num_images",
+        "num_inference_steps": "steps",
+        "num_inference_steps_prior": "prior_steps",
+        "guidance_scale": "guidance_scale",
+        "prior_guidance_scale": "prior_guidance_scale",
+        "scheduler": "scheduler",
+        "seed": "seed",
+        "output_format": "output_format",
+    },
+    prefix="input.",
+)
 _IGNORED_INPUTS = frozenset({"enable_safety_checker"})
 _IGNORED_BODY = frozenset({"version", "webhook_url", "webhook_secret", "fallback_selector"})
 # Replicate's defaults for kandinsky-2.2, whose inputs Eachlabs re-serves
@@ -102,9 +105,7 @@ _HTTP = {
 
 
 def render_error(error: ServeError) -> Response:
-    message = error.message
-    if error.field in _TO_EACHLABS and message.startswith(error.field):
-        message = _TO_EACHLABS[error.field] + message[len(error.field) :]
+    message = FIELDS.renamed(error).message
     if error.code is ErrorCode.RATE_LIMITED and error.retry_after is not None:
         message = f"Rate limit exceeded. Please retry after {round(error.retry_after)} seconds."
     status = _HTTP.get(error.code, error.http_status)
@@ -179,11 +180,12 @@ def to_request(body: dict[str, Any], service: JobService) -> GenerationRequest:
     for name, value in given.items():
         if name in _IGNORED_INPUTS:
             continue
-        if name not in INPUTS:
+        canonical = FIELDS.canonical(name)
+        if canonical is None:
             raise invalid(f"input.{name}", f"is not an input of {model}")
         # forms and the vendor's example send "" and null for "not set"
         if value is not None and (value != "" or name == "prompt"):
-            fields[INPUTS[name]] = value
+            fields[canonical] = value
     return GenerationRequest.parse(fields)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
+from kandinsky_serve.api.dialects.openai.translate import FIELDS
 from kandinsky_serve.api.errors import Responses, error_headers, error_responses
 from kandinsky_serve.domain.errors import ErrorCode, ServeError
 
@@ -38,25 +39,12 @@ _WIRE: dict[ErrorCode, tuple[int, str, str]] = {
 
 _NO_RETRY = {ErrorCode.INSUFFICIENT_CREDITS, ErrorCode.CANCELED, ErrorCode.TIMEOUT}
 
-# canonical field -> the OpenAI parameter a caller sent it as
-_RENAMED = {"num_images": "n", "output_quality": "output_compression", "steps": "quality", "image[]": "image"}
-# canonical fields that are only a part of an OpenAI parameter: the message keeps the canonical name
-_PART_OF = {"width": "size", "height": "size"}
-
 
 def openai_param(field: str | None) -> str | None:
+    """The OpenAI parameter an error is about (`param`), as the caller sent it."""
     if field is None or field == "body":
         return None
-    return _RENAMED.get(field) or _PART_OF.get(field) or field
-
-
-def _message(error: ServeError, param: str | None) -> str:
-    field, message = error.field, error.message
-    if field is None or param is None or field == param:
-        return message
-    if field in _RENAMED and message.startswith(f"{field}:"):
-        return param + message[len(field) :]
-    return f"{param}: {message}"
+    return FIELDS.spelled(field)
 
 
 def render_error(error: ServeError) -> Response:
@@ -64,7 +52,8 @@ def render_error(error: ServeError) -> Response:
     param = openai_param(error.field)
     if error.code is ErrorCode.NOT_FOUND and param == "model":
         code = "model_not_found"
-    body = {"error": {"message": _message(error, param), "type": kind, "param": param, "code": code}}
+    message = error.message if param is None else FIELDS.renamed(error).message
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
     headers = error_headers(error)
     if error.code in _NO_RETRY:
         headers["x-should-retry"] = "false"

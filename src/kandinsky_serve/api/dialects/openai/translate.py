@@ -21,11 +21,13 @@ from __future__ import annotations
 import io
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from PIL import Image, ImageChops
 
+from kandinsky_serve.api.fields import FieldMap
 from kandinsky_serve.domain.errors import ServeError, invalid
 from kandinsky_serve.domain.request import MAX_SIDE, MIN_SIDE, GenerationRequest, Task
 from kandinsky_serve.imaging import decode_image
@@ -35,6 +37,25 @@ _SIZE = re.compile(r"^\s*(\d{1,6})\s*[xX×]\s*(\d{1,6})\s*$")
 _STEPS = {"low": 25, "medium": 50, "standard": 50, "auto": 50, "high": 100, "hd": 100, "xhigh": 100, "max": 100}
 
 ResponseFormat = Literal["url", "b64_json"]
+
+# OpenAI parameter -> canonical field; `size` is width and height; the SDK sends an edit's file as `image[]`
+FIELDS = FieldMap(
+    {
+        "prompt": "prompt",
+        "n": "num_images",
+        "quality": "steps",
+        "output_format": "output_format",
+        "output_compression": "output_quality",
+        "seed": "seed",
+        "negative_prompt": "negative_prompt",
+        "strength": "strength",
+        "image": "image",
+        "mask": "mask",
+    },
+    parts={"size": ("width", "height")},
+    aliases={"image[]": "image"},
+    labelled=True,  # the envelope names the field apart, as `param`
+)
 
 
 @dataclass(frozen=True)
@@ -74,26 +95,37 @@ def response_format(params: Common) -> ResponseFormat:
     return "b64_json" if (params.model or "").lower().startswith(("gpt-image", "chatgpt-image")) else "url"
 
 
+def _steps(quality: str) -> int:
+    if quality not in _STEPS:
+        raise invalid("quality", f"must be one of {', '.join(_STEPS)} (got {quality[:40]!r})")
+    return _STEPS[quality]
+
+
+def _compression(compression: int) -> int:
+    return max(compression, 1)  # OpenAI's 0 is the smallest file; the encoders' lowest quality is 1
+
+
+# how a parameter's value becomes its canonical field's, where it is not the same value
+_VALUES: dict[str, Callable[[Any], Any]] = {
+    "quality": _steps,
+    "output_compression": _compression,
+    "output_format": str.lower,
+}
+
+
 def _fields(params: Common, size: tuple[int, int]) -> dict[str, Any]:
     if params.stream:
         raise invalid("stream", "streaming partial images is not supported here; leave stream unset")
-    fields: dict[str, Any] = {
-        "prompt": params.prompt,
-        "width": size[0],
-        "height": size[1],
-        "num_images": 1 if params.n is None else params.n,
-        "output_format": (params.output_format or "png").lower(),
-    }
-    if params.quality is not None:
-        if params.quality not in _STEPS:
-            raise invalid("quality", f"must be one of {', '.join(_STEPS)} (got {params.quality[:40]!r})")
-        fields["steps"] = _STEPS[params.quality]
-    if params.output_compression is not None:
-        # OpenAI's 0 is the smallest file; the encoders' lowest quality is 1
-        fields["output_quality"] = max(params.output_compression, 1)
-    extras = {"seed": params.seed, "negative_prompt": params.negative_prompt, "strength": params.strength}
-    fields.update({name: value for name, value in extras.items() if value is not None})
+    fields: dict[str, Any] = {"width": size[0], "height": size[1], "num_images": 1, "output_format": "png"}
+    for name, canonical in FIELDS.names.items():
+        value = getattr(params, name, None)  # image and mask are files, read apart (edit)
+        if value is not None:
+            fields[canonical] = _VALUES.get(name, _same)(value)
     return fields
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 def generation(params: Common) -> GenerationRequest:

@@ -10,6 +10,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
+from kandinsky_serve.api.fields import FieldMap
 from kandinsky_serve.domain.catalogue import Family
 from kandinsky_serve.domain.errors import ErrorCode, ServeError
 
@@ -26,8 +27,8 @@ class ReplicateModel:
     description: str
     github_url: str
     created_at: str
-    # Replicate input name -> canonical GenerationRequest field
-    fields: dict[str, str]
+    # Replicate input name -> canonical GenerationRequest field (errors name `input.<name>`)
+    fields: FieldMap
     # canonical defaults that differ from GenerationRequest's
     defaults: dict[str, Any]
     properties: dict[str, dict[str, Any]]
@@ -36,12 +37,6 @@ class ReplicateModel:
     @property
     def ref(self) -> str:
         return f"{self.owner}/{self.name}"
-
-    def replicate_name(self, canonical: str) -> str:
-        for name, target in self.fields.items():
-            if target == canonical:
-                return name
-        return canonical
 
 
 def _int(title: str, default: int | None, minimum: int, maximum: int, order: int, desc: str) -> dict[str, Any]:
@@ -66,6 +61,11 @@ def _quality(order: int) -> dict[str, Any]:
     return _int("Output Quality", 80, 1, 100, order, _EXTENSION + "quality of jpeg and webp outputs")
 
 
+def _inputs(names: dict[str, str]) -> FieldMap:
+    # Replicate shows the field apart (`invalid_fields`), so a message always reads "input.<name>: ..."
+    return FieldMap(names, prefix="input.", labelled=True)
+
+
 _SEED = {"type": "integer", "title": "Seed", "description": "Random seed. Leave blank to randomize the seed"}
 
 K22 = ReplicateModel(
@@ -76,18 +76,20 @@ K22 = ReplicateModel(
     description="multilingual text2image latent diffusion model",
     github_url="https://github.com/ai-forever/Kandinsky-2",
     created_at="2023-07-12T00:00:00.000000Z",
-    fields={
-        "prompt": "prompt",
-        "negative_prompt": "negative_prompt",
-        "width": "width",
-        "height": "height",
-        "num_inference_steps": "steps",
-        "num_inference_steps_prior": "prior_steps",
-        "num_outputs": "num_images",
-        "seed": "seed",
-        "output_format": "output_format",
-        "output_quality": "output_quality",
-    },
+    fields=_inputs(
+        {
+            "prompt": "prompt",
+            "negative_prompt": "negative_prompt",
+            "width": "width",
+            "height": "height",
+            "num_inference_steps": "steps",
+            "num_inference_steps_prior": "prior_steps",
+            "num_outputs": "num_images",
+            "seed": "seed",
+            "output_format": "output_format",
+            "output_quality": "output_quality",
+        }
+    ),
     defaults={
         "prompt": "A moss covered astronaut with a black background",
         "width": 512,
@@ -138,23 +140,25 @@ K21 = ReplicateModel(
     description="text2img model trained on LAION HighRes and fine-tuned on internal datasets",
     github_url="https://github.com/ai-forever/Kandinsky-2",
     created_at="2023-04-04T00:00:00.000000Z",
-    fields={
-        "task": "task",
-        "prompt": "prompt",
-        "negative_prompt": "negative_prompt",
-        "image": "image",
-        "strength": "strength",
-        "width": "width",
-        "height": "height",
-        "num_outputs": "num_images",
-        "num_steps_prior": "prior_steps",
-        "num_inference_steps": "steps",
-        "guidance_scale": "guidance_scale",
-        "seed": "seed",
-        "scheduler": "scheduler",
-        "output_format": "output_format",
-        "output_quality": "output_quality",
-    },
+    fields=_inputs(
+        {
+            "task": "task",
+            "prompt": "prompt",
+            "negative_prompt": "negative_prompt",
+            "image": "image",
+            "strength": "strength",
+            "width": "width",
+            "height": "height",
+            "num_outputs": "num_images",
+            "num_steps_prior": "prior_steps",
+            "num_inference_steps": "steps",
+            "guidance_scale": "guidance_scale",
+            "seed": "seed",
+            "scheduler": "scheduler",
+            "output_format": "output_format",
+            "output_quality": "output_quality",
+        }
+    ),
     defaults={
         "negative_prompt": "low quality, bad quality",
         "width": 512,

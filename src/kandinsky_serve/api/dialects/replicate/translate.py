@@ -33,14 +33,9 @@ _STATUS = {
 
 
 def renamed(error: ServeError, model: ReplicateModel) -> ServeError:
-    """The error with the canonical field replaced by the Replicate input the caller sent."""
-    if error.code is not ErrorCode.INVALID_INPUT or not error.field or error.field.startswith("input."):
-        return error
-    name = model.replicate_name(error.field)
-    if name not in model.fields:
-        return error
-    message = error.message.removeprefix(f"{error.field}:").strip()
-    return invalid(f"input.{name}", message)
+    """The input error naming the Replicate input the caller sent (`input.num_outputs`), not the
+    canonical field; other errors are shown as they are."""
+    return model.fields.renamed(error) if error.code is ErrorCode.INVALID_INPUT else error
 
 
 class Delivery(StrEnum):
@@ -75,8 +70,9 @@ def to_request(
     # Replicate ignores inputs a model does not declare, so code that sends extra ones must still run
     fields: dict[str, Any] = dict(model.defaults)
     for name, value in raw.items():
-        if name in model.fields and value is not None and name not in ("task", "image"):
-            fields[model.fields[name]] = value
+        canonical = model.fields.canonical(name)
+        if canonical is not None and value is not None and name not in ("task", "image"):
+            fields[canonical] = value
     for name in model.required:
         if raw.get(name) in (None, ""):
             raise invalid("input", f"{name} is required")
@@ -95,7 +91,7 @@ def to_request(
         raise renamed(exc, model) from None
     limits = {**LIMITS, **(LIMITS_21 if model.family is Family.K21 else {})}
     for name, (low, high) in limits.items():
-        value = getattr(request, model.fields[name])
+        value = getattr(request, model.fields.names[name])
         if not low <= value <= high:
             raise invalid(f"input.{name}", f"must be between {low:g} and {high:g} (got {value:g})")
     return request
@@ -158,7 +154,7 @@ def canonical_input(request: GenerationRequest, model: ReplicateModel) -> dict[s
     here: the values it ran with, under Replicate's names. Images are bytes there, so they are left out;
     a task this model's schema cannot name is given by its canonical name."""
     rendered: dict[str, Any] = {}
-    for name, canonical in model.fields.items():
+    for name, canonical in model.fields.names.items():
         value = getattr(request, canonical, None)
         if name in ("task", "image") or value is None or isinstance(value, bytes):
             continue

@@ -7,19 +7,20 @@ data URIs or bare base64.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from PIL import Image
 
+from kandinsky_serve.api.fields import FieldMap
 from kandinsky_serve.api.inputs import image_bytes
 from kandinsky_serve.domain.catalogue import Family
 from kandinsky_serve.domain.errors import ErrorCode, ServeError, invalid
 from kandinsky_serve.domain.request import MAX_SIDE, MIN_SIDE, GenerationRequest, Task
 from kandinsky_serve.service import JobService
 
-# Segmind's name -> canonical name, for the parameters every slug takes
-COMMON = {
+# Segmind's name -> canonical name: the parameters every slug takes, then those of each task
+_COMMON = {
     "prompt": "prompt",
     "negative_prompt": "negative_prompt",
     "img_width": "width",
@@ -32,8 +33,17 @@ COMMON = {
     "seed": "seed",
     "scheduler": "scheduler",
 }
+FIELDS: dict[Task, FieldMap] = {
+    Task.TEXT2IMG: FieldMap(_COMMON),
+    Task.IMG2IMG: FieldMap({**_COMMON, "image": "image", "strength": "strength"}),
+    Task.INPAINT: FieldMap({**_COMMON, "image": "image", "mask": "mask"}),
+    # `prompt` is an ingredient of the mix too (_fuse_items)
+    Task.FUSE: FieldMap({**_COMMON, "images": "fuse"}, parts={"image_weights": ("fuse",), "prompt_weight": ("fuse",)}),
+    Task.CONTROLNET: FieldMap({**_COMMON, "image": "hint"}),  # the depth map
+}
 # parameters that shape the response, not the generation
 RESPONSE_ONLY = frozenset({"base64"})
+_IMAGES = frozenset({"image", "mask", "hint"})
 
 
 @dataclass(frozen=True)
@@ -42,30 +52,28 @@ class Slug:
     task: Task
     size: int  # the model's default side, used when no input image gives one
     steps: int
-    params: dict[str, str] = field(default_factory=dict)  # task-specific Segmind name -> canonical name
+
+    @property
+    def fields(self) -> FieldMap:
+        return FIELDS[self.task]
 
     @property
     def accepted(self) -> frozenset[str]:
-        return frozenset(COMMON) | frozenset(self.params) | RESPONSE_ONLY
+        return self.fields.accepted | RESPONSE_ONLY
 
-
-_IMG2IMG = {"image": "image", "strength": "strength"}
-_INPAINT = {"image": "image", "mask": "mask"}
-_FUSE = {"images": "fuse", "image_weights": "fuse", "prompt_weight": "fuse"}
-_DEPTH = {"image": "hint"}
 
 SLUGS: dict[str, Slug] = {
     "kandinsky2.2-txt2img": Slug(Family.K22, Task.TEXT2IMG, 768, 20),
-    "kandinsky2.2-img2img": Slug(Family.K22, Task.IMG2IMG, 768, 20, _IMG2IMG),
-    "kandinsky2.2-inpainting": Slug(Family.K22, Task.INPAINT, 768, 20, _INPAINT),
-    "kandinsky2.2-fuse": Slug(Family.K22, Task.FUSE, 768, 20, _FUSE),
-    "kandinsky2.2-controlnet-depth": Slug(Family.K22, Task.CONTROLNET, 768, 20, _DEPTH),
+    "kandinsky2.2-img2img": Slug(Family.K22, Task.IMG2IMG, 768, 20),
+    "kandinsky2.2-inpainting": Slug(Family.K22, Task.INPAINT, 768, 20),
+    "kandinsky2.2-fuse": Slug(Family.K22, Task.FUSE, 768, 20),
+    "kandinsky2.2-controlnet-depth": Slug(Family.K22, Task.CONTROLNET, 768, 20),
     # the current page spells it "txt2im"; the old SDK and third-party code "txt2img": serve both
     "kandinsky2.1-txt2im": Slug(Family.K21, Task.TEXT2IMG, 512, 25),
     "kandinsky2.1-txt2img": Slug(Family.K21, Task.TEXT2IMG, 512, 25),
-    "kandinsky2.1-img2img": Slug(Family.K21, Task.IMG2IMG, 512, 25, _IMG2IMG),
-    "kandinsky2.1-inpainting": Slug(Family.K21, Task.INPAINT, 512, 25, _INPAINT),
-    "kandinsky2.1-fuse": Slug(Family.K21, Task.FUSE, 512, 25, _FUSE),
+    "kandinsky2.1-img2img": Slug(Family.K21, Task.IMG2IMG, 512, 25),
+    "kandinsky2.1-inpainting": Slug(Family.K21, Task.INPAINT, 512, 25),
+    "kandinsky2.1-fuse": Slug(Family.K21, Task.FUSE, 512, 25),
 }
 
 _TRUE = {"true", "1", "yes"}
@@ -103,15 +111,11 @@ def to_request(slug: str, body: dict[str, Any], service: JobService) -> Generati
     flag(body.get("base64"), "base64")  # v2 ignores it, but a bad value is still the caller's mistake
     settings = service.settings
     fields: dict[str, Any] = {"model": model, "task": spec.task, "steps": spec.steps, "output_format": "jpeg"}
-    for name, value in body.items():
-        if name in COMMON and value is not None:
-            fields[COMMON[name]] = value
-    for name, canonical in spec.params.items():
+    for name, canonical in spec.fields.names.items():
         value = body.get(name)
-        if canonical in ("image", "mask", "hint") and value is not None:
-            fields[canonical] = image_bytes(_text(value, name), name, settings)
-        elif canonical == "strength" and value is not None:
-            fields["strength"] = value
+        if value is None or canonical == "fuse":  # fuse: its ingredients are read together below
+            continue
+        fields[canonical] = image_bytes(_text(value, name), name, settings) if canonical in _IMAGES else value
     if spec.task is Task.FUSE:
         fields["fuse"] = _fuse_items(body, service)
     if str(fields.get("seed", "")).strip() == "-1":  # Segmind's "random"
@@ -121,7 +125,11 @@ def to_request(slug: str, body: dict[str, Any], service: JobService) -> Generati
     width, height = _default_size(spec, fields)
     fields.setdefault("width", width)
     fields.setdefault("height", height)
-    return GenerationRequest.parse(fields)
+    try:
+        return GenerationRequest.parse(fields)
+    except ServeError as exc:
+        # the service's own checks, later, name model, task and scheduler: Segmind's names too
+        raise spec.fields.renamed(exc) from None
 
 
 def _text(value: Any, name: str) -> str:

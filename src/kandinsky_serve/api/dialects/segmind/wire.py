@@ -28,15 +28,6 @@ CREDITS_HEADER = "x-remaining-credits"
 # or "inf" would be NaN or an exception.
 UNLIMITED_CREDITS = "1000000000"
 
-# Segmind's names for canonical fields, so an error names the field the caller sent
-CANONICAL_TO_SEGMIND = {
-    "width": "img_width",
-    "height": "img_height",
-    "num_images": "samples",
-    "steps": "num_inference_steps",
-    "hint": "image",
-    "fuse": "images",
-}
 _HTTP = {
     ErrorCode.INVALID_INPUT: 400,
     ErrorCode.CONTENT_BLOCKED: 400,
@@ -57,10 +48,8 @@ _HTTP = {
 
 
 def render_error(error: ServeError) -> Response:
-    message = error.message
-    if error.field in CANONICAL_TO_SEGMIND and message.startswith(error.field):
-        message = CANONICAL_TO_SEGMIND[error.field] + message[len(error.field) :]
-    return JSONResponse({"error": message}, status_code=_HTTP.get(error.code, 500), headers=error_headers(error))
+    # an error about a parameter already names the Segmind one: slugs.to_request renames it
+    return JSONResponse({"error": error.message}, status_code=_HTTP.get(error.code, 500), headers=error_headers(error))
 
 
 class SegmindError(BaseModel):
