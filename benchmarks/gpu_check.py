@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from kandinsky_serve.domain import GenerationRequest
-from kandinsky_serve.engine import prior_step, steps
+from kandinsky_serve.engine import legacy
 from kandinsky_serve.engine.engine import Engine
 from kandinsky_serve.engine.graphs import StepGraphs, cuda_capture, flatten, unflatten
 from kandinsky_serve.engine.speed import EngineOptions
@@ -99,8 +99,8 @@ def tiny_pictures() -> dict[str, Any]:
     ]
     with torch.inference_mode():
         eager = [engine.run(j).pixels for j in jobs]
-        with steps.legacy_loop(), prior_step.legacy_loop():
-            legacy = [engine.run(j).pixels for j in jobs]
+        with legacy.loops():
+            old_loops = [engine.run(j).pixels for j in jobs]
         engine.use_graphs(StepGraphs(cuda_capture()))
         replayed = [engine.run(j).pixels for j in jobs]
         engine.use_graphs(None)
@@ -111,7 +111,7 @@ def tiny_pictures() -> dict[str, Any]:
     return {
         "check": "tiny fp32 pictures",
         "graphs_vs_eager_max_abs": worst(replayed, eager),
-        "eager_vs_old_loop_max_abs": worst(eager, legacy),
+        "eager_vs_old_loop_max_abs": worst(eager, old_loops),
     }
 
 

@@ -8,7 +8,7 @@ import torch
 from diffusers import UnCLIPScheduler
 from torch._dynamo.testing import CompileCounter
 
-from kandinsky_serve.engine import prior_step
+from kandinsky_serve.engine import legacy, prior_step
 from kandinsky_serve.engine.prior import PriorRow, PriorRunner
 
 
@@ -40,7 +40,7 @@ def test_prior_step_gives_the_old_loops_embeddings_bit_for_bit(request_fixture, 
     prior = request_fixture(family).prior
     new_progress: list = []
     new = sample(prior, steps, guidance, new_progress)
-    with prior_step.legacy_loop():
+    with legacy.loops():
         old_progress: list = []
         old = sample(prior, steps, guidance, old_progress)
     assert new.dtype == torch.float32 and new.shape == (4, prior.embedding_dim)
@@ -52,13 +52,13 @@ def test_prior_step_gives_the_old_loops_embeddings_bit_for_bit(request_fixture, 
 
 
 def test_the_legacy_switch_is_diffusers_own_loop(engine22, monkeypatch):
-    """The reference itself: under legacy_loop, UnCLIPScheduler.step runs once per step."""
+    """The reference itself: under legacy.loops(), UnCLIPScheduler.step runs once per step."""
     calls = []
     original = UnCLIPScheduler.step
     monkeypatch.setattr(UnCLIPScheduler, "step", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
     sample(engine22.prior, 3, 4.0)
     assert calls == []
-    with prior_step.legacy_loop():
+    with legacy.loops():
         sample(engine22.prior, 3, 4.0)
     assert len(calls) == 3
 

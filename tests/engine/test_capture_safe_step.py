@@ -9,7 +9,7 @@ import torch
 from torch._dynamo.testing import CompileCounter
 
 from kandinsky_serve.domain import GenerationRequest
-from kandinsky_serve.engine import steps
+from kandinsky_serve.engine import legacy, steps
 from kandinsky_serve.engine.decoder import Conditioning, DenoiseJob, Inpainting, denoise
 from kandinsky_serve.engine.random_weights import load_config
 from kandinsky_serve.engine.schedulers import OFFERED, SCHEDULERS, SchedulerAdapter
@@ -56,7 +56,7 @@ def test_pure_step_gives_the_schedulers_own_result_bit_for_bit(name, inpaint):
     adapter, job = make(name, inpaint, strength=0.8)
     assert steps.plan(adapter, job.timesteps) is not None  # this scheduler does take the new path
     new = denoise(TensorDenoiser(), adapter, job, cancel_row_1_after_step_2)
-    with steps.legacy_loop():
+    with legacy.loops():
         adapter, job = make(name, inpaint, strength=0.8)
         assert steps.plan(adapter, job.timesteps) is None
         old = denoise(TensorDenoiser(), adapter, job, cancel_row_1_after_step_2)
@@ -86,7 +86,7 @@ def test_pure_step_is_one_graph_for_the_whole_run(name, inpaint):
 def test_multistep_special_steps_at_every_run_length(name, count, strength):
     adapter, job = make(name, inpaint=False, strength=strength, count=count)
     new = denoise(TensorDenoiser(), adapter, job)
-    with steps.legacy_loop():
+    with legacy.loops():
         adapter, job = make(name, inpaint=False, strength=strength, count=count)
         old = denoise(TensorDenoiser(), adapter, job)
     assert torch.equal(new.latents, old.latents)
@@ -165,6 +165,6 @@ def test_engine_pictures_are_those_of_the_old_loop(request_fixture, family, task
     engine = request_fixture("engine22" if family == "2.2" else "engine21")
     job = make_request(task, scheduler, num_images=2, steps=count, **inputs(task, photo, mask, depth))
     new = engine.run(job).pixels
-    with steps.legacy_loop():
+    with legacy.loops():
         old = engine.run(job).pixels
     assert np.array_equal(new, old)  # bit for bit, so the batching guarantee holds as before

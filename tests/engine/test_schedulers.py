@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from kandinsky_serve.domain import ErrorCode, ServeError
-from kandinsky_serve.engine import pure_schedulers, schedulers, steps
+from kandinsky_serve.engine import legacy, pure_schedulers, schedulers
 from kandinsky_serve.engine.decoder import Conditioning, DenoiseJob, denoise
 from kandinsky_serve.engine.schedulers import OFFERED, SchedulerAdapter
 from kandinsky_serve.engine.sources import Family
@@ -63,7 +63,7 @@ def test_offered_scheduler_samples_the_right_distribution(name):
 def test_euler_without_input_scaling_would_be_caught(monkeypatch):
     adapter = SchedulerAdapter(schedulers.SCHEDULERS["Euler"], DECODER_CONFIG)
     adapter.scale_model_input = lambda latents, t: latents  # what the stock Kandinsky loop does
-    with steps.legacy_loop():  # the loop that calls the adapter's scale_model_input
+    with legacy.loops():  # the loop that calls the adapter's scale_model_input
         assert abs(sample_std(adapter) - DATA_STD) > 0.3
     # the capture-safe step scales with its own coefficient: without it, caught the same way
     monkeypatch.setattr(pure_schedulers, "_euler_scale", lambda latents, coef: latents)

@@ -26,7 +26,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from kandinsky_serve.domain.events import ProgressEvent, Stage
-from kandinsky_serve.engine import prior_step, steps
+from kandinsky_serve.engine import legacy
 
 
 class OpCounter(TorchDispatchMode):
@@ -125,7 +125,7 @@ def profile_engine(
     """Both sides' dispatch figures. `ours(on_progress)` runs our engine; `theirs(on_step)` runs
     plain diffusers and calls on_step at each decoder step's end."""
     ours_total, ours_step = count_ops(lambda marks: ours(marks.on_progress))
-    with steps.legacy_loop(), prior_step.legacy_loop():
+    with legacy.loops():
         legacy_total, legacy_step = count_ops(lambda marks: ours(marks.on_progress))
     theirs_total, theirs_step = count_ops(lambda marks: theirs(marks.mark))
     report: dict[str, Any] = {

@@ -22,7 +22,7 @@ import torch
 from diffusers import UnCLIPScheduler
 from PIL import Image
 
-from kandinsky_serve.engine import prior_step
+from kandinsky_serve.engine import legacy, prior_step
 from kandinsky_serve.engine.prior_step import PriorStep, StepFn
 from kandinsky_serve.engine.sources import PriorParts
 
@@ -144,7 +144,7 @@ class PriorRunner:
         generators = [r.generator for r in rows]
         noise = torch.cat([torch.randn(1, self.embedding_dim, generator=g) for g in generators])
         latents = (noise * scheduler.init_noise_sigma).to(self.device, self.dtype)
-        loop = self._legacy_loop if prior_step.is_legacy() else self._step_loop
+        loop = self._legacy_loop if legacy.active() else self._step_loop
         run = _Run(timesteps, prevs, generators, cfg, guidance_scale, embeds, hidden, mask, on_step)
         latents = loop(scheduler, run, latents)
 
@@ -179,7 +179,7 @@ class PriorRunner:
         return self._schedules[steps]
 
     def _legacy_loop(self, scheduler: UnCLIPScheduler, run: _Run, latents: torch.Tensor) -> torch.Tensor:
-        """The pre-issue-12 loop, diffusers' step() per step (prior_step.legacy_loop), for A/B checks."""
+        """The pre-issue-12 loop, diffusers' step() per step (engine.legacy), for A/B checks."""
         embeds, hidden, mask, cfg, generators = run.embeds, run.hidden, run.mask, run.cfg, run.generators
         guidance_scale, timesteps, prevs, on_step = run.guidance_scale, run.timesteps, run.prevs, run.on_step
         for i, (t, prev) in enumerate(zip(timesteps, prevs, strict=True)):

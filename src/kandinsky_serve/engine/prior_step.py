@@ -14,8 +14,7 @@ tensors in, next latents out, the same shapes at every step.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -23,25 +22,9 @@ from diffusers import UnCLIPScheduler
 
 StepFn = Callable[..., torch.Tensor]
 
-_legacy = False
 
 # coefficient row columns
 _SQRT_BETA_PROD, _SQRT_ALPHA_PROD, _X0_COEFF, _SAMPLE_COEFF, _NOISE_A, _NOISE_B = range(6)
-
-
-@contextmanager
-def legacy_loop() -> Iterator[None]:
-    """Runs the prior through the pre-issue-12 loop (diffusers' UnCLIPScheduler.step), for A/B figures."""
-    global _legacy
-    before, _legacy = _legacy, True
-    try:
-        yield
-    finally:
-        _legacy = before
-
-
-def is_legacy() -> bool:
-    return _legacy
 
 
 @dataclass(frozen=True)

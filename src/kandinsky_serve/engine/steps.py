@@ -16,12 +16,11 @@ no step breaks the graph. A step's `signature` says what besides its inputs' sha
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from kandinsky_serve.engine import legacy
 from kandinsky_serve.engine.graphs import Wrap, unwrapped
 from kandinsky_serve.engine.pure_schedulers import PureScheduler, State, pure
 from kandinsky_serve.engine.schedulers import SchedulerAdapter
@@ -29,23 +28,10 @@ from kandinsky_serve.engine.schedulers import SchedulerAdapter
 if TYPE_CHECKING:
     from kandinsky_serve.engine.decoder import Conditioning, DenoiseJob, StepCheck
 
-_legacy = False
-
-
-@contextmanager
-def legacy_loop() -> Iterator[None]:
-    """Runs decoders through the pre-issue-12 loop (diffusers `step()` per step), for A/B figures."""
-    global _legacy
-    before, _legacy = _legacy, True
-    try:
-        yield
-    finally:
-        _legacy = before
-
 
 def plan(adapter: SchedulerAdapter, timesteps: torch.Tensor) -> PureScheduler | None:
     """The capture-safe schedule of a run, or None: the loop then drives the diffusers scheduler."""
-    return None if _legacy else pure(adapter, timesteps)
+    return None if legacy.active() else pure(adapter, timesteps)
 
 
 class DecoderStep:
