@@ -75,7 +75,7 @@ class JobService:
         # counts submissions, not status polls: SDKs poll once a second, and the GPUs are guarded by
         # the jobs-in-flight limit anyway (Replicate, too, limits creating predictions apart)
         self.limiter = limiter
-        self.models = served_models(settings)
+        self.models = catalogue.served(settings.served_models)
         self.model = self.models[0]  # the default, for requests that name no model
         # each served model by its id, its aliases and the name it was configured by
         by_id = {entry.id: entry for entry in self.models}
@@ -339,12 +339,6 @@ class _ReadOnly:
 
     def get(self, key: str) -> Blob | None:
         return self._blobs.get(key)
-
-
-def served_models(settings: Settings) -> tuple[ModelEntry, ...]:
-    """The catalogue entries of the models the settings serve, the default first (one per id)."""
-    entries = [catalogue.resolve(name) for name in settings.served_models]
-    return tuple({entry.id: entry for entry in entries}.values())
 
 
 def request_fingerprint(request: GenerationRequest) -> str:

@@ -9,8 +9,15 @@ import sys
 import pytest
 
 from kandinsky_serve.domain import ErrorCode, GenerationRequest, ServeError
-from kandinsky_serve.domain.catalogue import CATALOGUE, PRIOR_FOLDERS, SCHEDULER_NAMES, Family, Weights, resolve
-from kandinsky_serve.service import served_models
+from kandinsky_serve.domain.catalogue import (
+    CATALOGUE,
+    PRIOR_FOLDERS,
+    SCHEDULER_NAMES,
+    Family,
+    Weights,
+    resolve,
+    served,
+)
 from kandinsky_serve.settings import Settings
 
 
@@ -41,8 +48,8 @@ def test_names_aliases_and_the_served_list():
         resolve("kandinsky-9")
     # KS_MODELS wins over KS_MODEL, in its order, one entry per model however it is named
     settings = Settings(model="kandinsky-2.2", models=" tiny-2.1, tiny ,tiny-2.2,")
-    assert [entry.id for entry in served_models(settings)] == ["tiny-2.1", "tiny"]
-    assert [entry.id for entry in served_models(Settings(model="2.1"))] == ["kandinsky-2.1"]
+    assert [entry.id for entry in served(settings.served_models)] == ["tiny-2.1", "tiny"]
+    assert [entry.id for entry in served(Settings(model="2.1").served_models)] == ["kandinsky-2.1"]
 
 
 def test_a_local_folder_is_read_without_torch(tmp_path):

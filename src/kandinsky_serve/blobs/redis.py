@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from kandinsky_serve.blobs.protocol import Blob, check_key
-from kandinsky_serve.store.redis import check_server, connect
+from kandinsky_serve.redis_server import check_server, connect
 
 
 class RedisBlobStore:

@@ -9,6 +9,7 @@ to diffusers' classes.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -179,3 +180,9 @@ def folder_family(root: Path) -> Family:
         f"{root} is not a Kandinsky weights folder: it needs one folder per hub repo, named like the "
         "repo (kandinsky-2-2-prior/ and kandinsky-2-2-decoder/, or kandinsky-2-1-prior/ and kandinsky-2-1/).",
     )
+
+
+def served(names: Sequence[str]) -> tuple[ModelEntry, ...]:
+    """The entries of the models a deployment serves (KS_MODELS), the default first, one per id."""
+    entries = [resolve(name) for name in names]
+    return tuple({entry.id: entry for entry in entries}.values())

@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import torch
 
 from kandinsky_serve.domain.request import GenerationRequest
 from kandinsky_serve.engine.decoder import Conditioning
-from kandinsky_serve.engine.sources import DecoderTextParts, Family
-
-if TYPE_CHECKING:
-    from kandinsky_serve.engine.engine import Engine
+from kandinsky_serve.engine.sources import DecoderTextParts
 
 
 class _HasRequest(Protocol):
@@ -26,24 +23,25 @@ class _HasRequest(Protocol):
 
 
 def decoder_conditioning(
-    engine: Engine,
+    text: DecoderTextParts | None,
+    dtype: torch.dtype,
     requests: Sequence[GenerationRequest],
     rows: Sequence[_HasRequest],
     embeds: torch.Tensor,
     negatives: torch.Tensor,
     hints: torch.Tensor | None,
 ) -> Conditioning:
-    dtype = engine.dtype
+    """Per row, what the UNet is conditioned on: the image embeddings (and negatives), a ControlNet
+    hint, and with 2.1's decoder text encoder (`text`; None for 2.2) the prompts' encodings."""
     cond: dict[str, torch.Tensor] = {"image_embeds": embeds.to(dtype)}
     uncond: dict[str, torch.Tensor] = {"image_embeds": negatives.to(dtype)}
     if hints is not None:
         cond["hint"] = uncond["hint"] = hints
-    if engine.family is Family.K21:
-        parts = engine.decoder_text_parts()
+    if text is not None:
         prompts = [requests[row.request].prompt for row in rows]
         negative = [requests[row.request].negative_prompt or "" for row in rows]
-        cond["text_embeds"], cond["encoder_hidden_states"] = _encode(parts, prompts, engine.device)
-        uncond["text_embeds"], uncond["encoder_hidden_states"] = _encode(parts, negative, engine.device)
+        cond["text_embeds"], cond["encoder_hidden_states"] = _encode(text, prompts, embeds.device)
+        uncond["text_embeds"], uncond["encoder_hidden_states"] = _encode(text, negative, embeds.device)
     return Conditioning(cond, uncond)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -20,6 +20,7 @@ from kandinsky_serve.engine.schedulers import SchedulerAdapter
 
 if TYPE_CHECKING:
     from kandinsky_serve.engine.graphs import Wrap
+    from kandinsky_serve.engine.pure_schedulers import PureScheduler
 
 # Called after each step with (steps done, total, the latents); returns a bool mask of the rows to
 # keep, or None to keep them all. Raising stops the whole run.
@@ -117,7 +118,7 @@ def denoise(
     takes the capture-safe step (engine.graphs replays it as a CUDA graph)."""
     schedule = steps.plan(scheduler, job.timesteps)
     if schedule is not None:
-        return DenoiseResult(*steps.run(unet, scheduler, job, schedule, check, wrap or unwrapped))
+        return DenoiseResult(*_captured_loop(unet, scheduler, job, schedule, check, wrap or unwrapped))
     return _denoise_with_scheduler(unet, scheduler, job, check)
 
 
@@ -165,3 +166,64 @@ def _denoise_with_scheduler(
             kwargs = job.conditioning.unet_kwargs(cfg)
 
     return DenoiseResult(job.latents, rows)
+
+
+def unet_inputs(
+    unet: Any, conditioning: Conditioning, cfg: bool
+) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+    """The UNet's conditioning for the step; a ControlNet hint goes in already through its block
+    (once per run, as HintMemo does eagerly), so the step never runs the memo's identity test."""
+    kwargs = conditioning.unet_kwargs(cfg)
+    hidden: torch.Tensor | None = kwargs["encoder_hidden_states"]
+    added: dict[str, torch.Tensor] = kwargs["added_cond_kwargs"]  # type: ignore[assignment]
+    block = getattr(getattr(unet, "add_embedding", None), "input_hint_block", None)
+    if "hint" in added and callable(getattr(block, "encode", None)):
+        added["hint"] = block.encode(added["hint"])  # type: ignore[union-attr]
+    return hidden, added
+
+
+def _captured_loop(
+    unet: torch.nn.Module,
+    adapter: SchedulerAdapter,
+    job: DenoiseJob,
+    schedule: PureScheduler,
+    check: StepCheck | None,
+    wrap: Wrap = unwrapped,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loop: the step per timestep, then progress and cancel on the host. (latents, rows kept)."""
+    layout = steps.memory_format(unet)
+    job = job.in_layout(layout)
+    cfg = job.guidance_scale > 1.0
+    latents = job.latents
+    device = latents.device
+    channels = latents.shape[1]
+    total = len(job.timesteps)
+    coefs = schedule.coefs.to(device)
+    noisy = any(schedule.draws)
+    blend = steps.blend_weights(adapter, job.timesteps, latents) if job.inpainting is not None else None
+    guidance = torch.tensor(job.guidance_scale, dtype=torch.float32, device=device)
+    step = wrap(steps.DecoderStep(unet, schedule, adapter.spec.name, cfg, channels, adapter.spec.learned_variance))
+    hidden, added = unet_inputs(unet, job.conditioning, cfg)
+    rows = torch.arange(latents.shape[0])
+    state = tuple(torch.zeros_like(latents) for _ in range(schedule.slots)) if schedule.slots else None
+
+    for i in range(total):
+        inpaint = None
+        if job.inpainting is not None and blend is not None:
+            p = job.inpainting
+            inpaint = (p.masked, p.keep, p.image_latents, p.noise, blend[i])
+        step_noise = None
+        if noisy:  # zeros where diffusers draws nothing (DDPM at t = 0): the step's inputs keep their shapes
+            step_noise = steps.draw(job.generators, job.latents) if schedule.draws[i] else torch.zeros_like(job.latents)
+        job.latents, state = step(
+            job.latents, job.timesteps[i], coefs[i], step_noise, guidance, hidden, added, state, inpaint
+        )
+
+        keep_rows = check(i + 1, total, job.latents) if check is not None else None
+        if keep_rows is not None and not bool(keep_rows.all()):
+            on_device = keep_rows.to(device)
+            job = job.select(on_device).in_layout(layout)  # indexing returns NCHW
+            state = None if state is None else tuple(s[on_device].contiguous(memory_format=layout) for s in state)
+            rows = rows[keep_rows.cpu()]
+            hidden, added = unet_inputs(unet, job.conditioning, cfg)
+    return job.latents, rows

@@ -13,7 +13,7 @@ Capture-safe here: DDPM and P-Sampler (fixed_small(_log), fixed_large, learned_r
 thresholding and clipping), DDIM (eta 0), Euler (no churn) and Euler a; in engine.pure_multistep,
 whose histories are state tensors the step takes and returns: DPM++ 2M (also Karras), UniPC (order 2,
 bh2, with its corrector) and PLMS. Every scheduler we offer, as configured, has a pure form; other
-configurations (pure() returns None) still run through SchedulerAdapter.
+configurations (engine.steps.plan returns None) still run through SchedulerAdapter.
 """
 
 from __future__ import annotations
@@ -203,19 +203,9 @@ def _euler_ancestral(adapter: SchedulerAdapter, timesteps: torch.Tensor) -> Pure
 
 
 Builder = Callable[[SchedulerAdapter, torch.Tensor], PureScheduler | None]
-_BUILDERS: dict[type, Builder] = {
+BUILDERS: dict[type, Builder] = {  # engine.steps.plan picks from these and pure_multistep's
     DDPMScheduler: _ddpm,
     DDIMScheduler: _ddim,
     EulerDiscreteScheduler: _euler,
     EulerAncestralDiscreteScheduler: _euler_ancestral,
 }
-
-
-def pure(adapter: SchedulerAdapter, timesteps: torch.Tensor) -> PureScheduler | None:
-    """The run's schedule as tensors, or None where the scheduler still needs its Python state."""
-    from kandinsky_serve.engine import pure_multistep  # it builds on this module's types
-
-    builder = _BUILDERS.get(type(adapter.scheduler)) or pure_multistep.BUILDERS.get(type(adapter.scheduler))
-    if builder is None or adapter.scheduler.config.prediction_type != "epsilon":
-        return None
-    return builder(adapter, timesteps)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
@@ -23,6 +23,7 @@ from kandinsky_serve.domain.request import GenerationRequest, Task
 from kandinsky_serve.engine import schedulers, tiling
 from kandinsky_serve.engine.conditioning import decoder_conditioning
 from kandinsky_serve.engine.decoder import DenoiseJob, Inpainting, denoise
+from kandinsky_serve.engine.graphs import Wrap
 from kandinsky_serve.engine.images import (
     generation_size,
     hint_to_tensor,
@@ -30,13 +31,34 @@ from kandinsky_serve.engine.images import (
     mask_to_keep,
     to_requested_size,
 )
-from kandinsky_serve.engine.prior import PriorRow
+from kandinsky_serve.engine.preview import Previewer
+from kandinsky_serve.engine.prior import PriorRow, PriorRunner
 from kandinsky_serve.engine.result import GenerationResult
-from kandinsky_serve.engine.sources import Family, UNetKind
+from kandinsky_serve.engine.sources import DecoderTextParts, Family, UNetKind
+from kandinsky_serve.engine.tiling import DecodeTiling
 from kandinsky_serve.imaging import decode_image
 
-if TYPE_CHECKING:
-    from kandinsky_serve.engine.engine import Engine
+
+class Loaded(Protocol):
+    """What a run reads of the loaded model: engine.Engine, which makes the runs (a protocol here, so
+    that this module and the engine do not import each other)."""
+
+    device: torch.device
+    dtype: torch.dtype
+    family: Family
+    movq: Any
+    movq_scale: int
+    size_multiple: int
+    scheduler_config: dict[str, Any]
+    prior: PriorRunner
+    previewer: Previewer
+    decode_tiling: DecodeTiling
+    step_wrap: Wrap
+
+    def unet(self, kind: UNetKind) -> Any: ...
+
+    def decoder_text_parts(self) -> DecoderTextParts: ...
+
 
 ProgressCallback = Callable[[ProgressEvent], None]
 CancelCheck = Callable[[], bool]
@@ -59,7 +81,7 @@ class Run:
 
     def __init__(
         self,
-        engine: Engine,
+        engine: Loaded,
         requests: list[GenerationRequest],
         on_progress: ProgressCallback | None,
         cancels: Sequence[CancelCheck | None] | None,
@@ -203,7 +225,8 @@ class Run:
         if first.task is Task.CONTROLNET:
             tensors = [hint_to_tensor(decode_image(r.hint or b""), width, height) for r in self.requests]
             hints = self._per_row(torch.cat(tensors).to(device, dtype))
-        conditioning = decoder_conditioning(engine, self.requests, self.rows, embeds, negatives, hints)
+        text = engine.decoder_text_parts() if engine.family is Family.K21 else None
+        conditioning = decoder_conditioning(text, engine.dtype, self.requests, self.rows, embeds, negatives, hints)
 
         keep = self.alive.clone()
         job = DenoiseJob(

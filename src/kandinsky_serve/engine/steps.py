@@ -9,29 +9,30 @@ The loop around it keeps what must stay on the host: progress, previews and canc
 dropping canceled rows between steps (a new shape, so a new graph; it happens at most once a
 request).
 
-`run` takes a `wrap` for the step: the engine's `StepGraphs` (engine.graphs: one CUDA graph per shape
-bucket), the identity when graphs are off, and in tests `torch.compile(fullgraph=True)` to prove that
-no step breaks the graph. A step's `signature` says what besides its inputs' shapes makes its graph.
+The loop (engine.decoder) passes the step through a `wrap`: the engine's `StepGraphs` (engine.graphs:
+one CUDA graph per shape bucket), the identity when graphs are off, and in tests
+`torch.compile(fullgraph=True)` to prove that no step breaks the graph. A step's `signature` says
+what besides its inputs' shapes makes its graph.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 import torch
 
-from kandinsky_serve.engine import legacy
-from kandinsky_serve.engine.graphs import Wrap, unwrapped
-from kandinsky_serve.engine.pure_schedulers import PureScheduler, State, pure
+from kandinsky_serve.engine import legacy, pure_multistep, pure_schedulers
+from kandinsky_serve.engine.pure_schedulers import PureScheduler, State
 from kandinsky_serve.engine.schedulers import SchedulerAdapter
 
-if TYPE_CHECKING:
-    from kandinsky_serve.engine.decoder import Conditioning, DenoiseJob, StepCheck
+_BUILDERS = pure_schedulers.BUILDERS | pure_multistep.BUILDERS
 
 
 def plan(adapter: SchedulerAdapter, timesteps: torch.Tensor) -> PureScheduler | None:
-    """The capture-safe schedule of a run, or None: the loop then drives the diffusers scheduler."""
-    return None if legacy.active() else pure(adapter, timesteps)
+    """The capture-safe schedule of a run, or None: the loop then drives the diffusers scheduler
+    (the old loops while engine.legacy is on, or a scheduler configured beyond the pure forms)."""
+    builder = _BUILDERS.get(type(adapter.scheduler))
+    if legacy.active() or builder is None or adapter.scheduler.config.prediction_type != "epsilon":
+        return None
+    return builder(adapter, timesteps)
 
 
 class DecoderStep:
@@ -132,64 +133,3 @@ def blend_weights(adapter: SchedulerAdapter, timesteps: torch.Tensor, like: torc
         else:
             rows.append(torch.cat([one, zero]))
     return torch.stack(rows)
-
-
-def unet_inputs(
-    unet: Any, conditioning: Conditioning, cfg: bool
-) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
-    """The UNet's conditioning for the step; a ControlNet hint goes in already through its block
-    (once per run, as HintMemo does eagerly), so the step never runs the memo's identity test."""
-    kwargs = conditioning.unet_kwargs(cfg)
-    hidden: torch.Tensor | None = kwargs["encoder_hidden_states"]
-    added: dict[str, torch.Tensor] = kwargs["added_cond_kwargs"]  # type: ignore[assignment]
-    block = getattr(getattr(unet, "add_embedding", None), "input_hint_block", None)
-    if "hint" in added and callable(getattr(block, "encode", None)):
-        added["hint"] = block.encode(added["hint"])  # type: ignore[union-attr]
-    return hidden, added
-
-
-def run(
-    unet: torch.nn.Module,
-    adapter: SchedulerAdapter,
-    job: DenoiseJob,
-    schedule: PureScheduler,
-    check: StepCheck | None,
-    wrap: Wrap = unwrapped,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The loop: the step per timestep, then progress and cancel on the host. (latents, rows kept)."""
-    layout = memory_format(unet)
-    job = job.in_layout(layout)
-    cfg = job.guidance_scale > 1.0
-    latents = job.latents
-    device = latents.device
-    channels = latents.shape[1]
-    total = len(job.timesteps)
-    coefs = schedule.coefs.to(device)
-    noisy = any(schedule.draws)
-    blend = blend_weights(adapter, job.timesteps, latents) if job.inpainting is not None else None
-    guidance = torch.tensor(job.guidance_scale, dtype=torch.float32, device=device)
-    step = wrap(DecoderStep(unet, schedule, adapter.spec.name, cfg, channels, adapter.spec.learned_variance))
-    hidden, added = unet_inputs(unet, job.conditioning, cfg)
-    rows = torch.arange(latents.shape[0])
-    state = tuple(torch.zeros_like(latents) for _ in range(schedule.slots)) if schedule.slots else None
-
-    for i in range(total):
-        inpaint = None
-        if job.inpainting is not None and blend is not None:
-            p = job.inpainting
-            inpaint = (p.masked, p.keep, p.image_latents, p.noise, blend[i])
-        step_noise = None
-        if noisy:  # zeros where diffusers draws nothing (DDPM at t = 0): the step's inputs keep their shapes
-            step_noise = draw(job.generators, job.latents) if schedule.draws[i] else torch.zeros_like(job.latents)
-        job.latents, state = step(
-            job.latents, job.timesteps[i], coefs[i], step_noise, guidance, hidden, added, state, inpaint
-        )
-
-        keep_rows = check(i + 1, total, job.latents) if check is not None else None
-        if keep_rows is not None and not bool(keep_rows.all()):
-            on_device = keep_rows.to(device)
-            job = job.select(on_device).in_layout(layout)  # indexing returns NCHW
-            state = None if state is None else tuple(s[on_device].contiguous(memory_format=layout) for s in state)
-            rows = rows[keep_rows.cpu()]
-            hidden, added = unet_inputs(unet, job.conditioning, cfg)
-    return job.latents, rows

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from kandinsky_serve.files.model import FilePage, UploadedFile
-from kandinsky_serve.store.redis import check_server, connect
+from kandinsky_serve.redis_server import check_server, connect
 
 
 class RedisFileIndex:

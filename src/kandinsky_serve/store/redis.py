@@ -27,14 +27,12 @@ import json
 import logging
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
-from typing import Any, cast
-
-import redis
 
 from kandinsky_serve.domain import transitions
 from kandinsky_serve.domain.errors import ErrorCode, ServeError, invalid
 from kandinsky_serve.domain.job import Job, JobEvent, JobState, Output, utcnow
 from kandinsky_serve.domain.transitions import Record
+from kandinsky_serve.redis_server import check_server, connect, untyped
 from kandinsky_serve.store import redis_scripts as scripts
 from kandinsky_serve.store.codec import job_json, split_request, strip_request
 from kandinsky_serve.store.protocol import (
@@ -60,47 +58,8 @@ from kandinsky_serve.store.redis_records import (
 
 logger = logging.getLogger(__name__)
 
-# No command the stores send blocks on the server, so a reply slower than this means a lost server.
-SOCKET_TIMEOUT = 10.0
-CONNECT_TIMEOUT = 5.0
 _CAS_TRIES = 100  # a job changes a handful of times in its life; more conflicts than this is a bug
 _EXPIRE_CHUNK = 100
-
-
-def connect(url: str, *, decode_responses: bool) -> redis.Redis:
-    return redis.Redis.from_url(
-        url,
-        decode_responses=decode_responses,
-        socket_timeout=SOCKET_TIMEOUT,
-        socket_connect_timeout=CONNECT_TIMEOUT,
-        health_check_interval=30,
-    )
-
-
-def check_server(client: redis.Redis) -> None:
-    """Refuses a server that may evict keys (a queue that loses keys loses jobs), and warns when it
-    does not log writes to disk (AOF), as a restart would then lose acknowledged jobs."""
-    try:
-        config = {_text(k): _text(v) for k, v in _any(client.config_get("maxmemory-policy")).items()}
-        config |= {_text(k): _text(v) for k, v in _any(client.config_get("appendonly")).items()}
-    except redis.ResponseError as exc:  # managed services often disable CONFIG
-        logger.warning(
-            "Cannot read the Redis server's settings (%s); make sure maxmemory-policy is noeviction "
-            "and appendonly is yes.",
-            exc,
-        )
-        return
-    policy = config.get("maxmemory-policy", "")
-    if policy != "noeviction":
-        raise RuntimeError(
-            f"The Redis server's maxmemory-policy is {policy!r}, so it may evict queued jobs; "
-            "set it to noeviction (CONFIG SET maxmemory-policy noeviction, and in redis.conf)."
-        )
-    if config.get("appendonly") != "yes":
-        logger.warning(
-            "The Redis server does not write an append-only file, so a restart loses the jobs of the "
-            "last few minutes; set appendonly yes (and appendfsync everysec or always)."
-        )
 
 
 class RedisJobStore(RedisOutbox):
@@ -144,7 +103,7 @@ class RedisJobStore(RedisOutbox):
             "cancel_at": "" if job.cancel_at is None else str(micros(job.cancel_at)),
             **live_fields(job),
         }
-        reply = _any(
+        reply = untyped(
             self._enqueue(
                 args=[
                     self._p,
@@ -168,7 +127,7 @@ class RedisJobStore(RedisOutbox):
         return job
 
     def spent(self, owner: str) -> float:
-        return float(_any(self._redis.hget(f"{self._p}spent", owner)) or 0)
+        return float(untyped(self._redis.hget(f"{self._p}spent", owner)) or 0)
 
     def get(self, job_id: str) -> Job | None:
         """Without the request's input images, which only lease() reads."""
@@ -180,7 +139,7 @@ class RedisJobStore(RedisOutbox):
         jobs is refused with an invalid_input ServeError. Jobs as get() returns them."""
         if limit < 1:
             raise ValueError(f"limit must be at least 1, not {limit}")
-        found = _any(self._list(args=[self._p, owner, limit, cursor or ""]))
+        found = untyped(self._list(args=[self._p, owner, limit, cursor or ""]))
         if found is None:
             raise invalid("cursor", "does not come from an earlier page of this list")
         pipe = self._redis.pipeline(transaction=True)
@@ -200,7 +159,7 @@ class RedisJobStore(RedisOutbox):
             raise ValueError(f"max_batch must be at least 1, not {max_batch}")
         served = ["any"] if models is None else ["only", *models]
         for _ in range(_CAS_TRIES):
-            picked = [pairs(flat) for flat in _any(self._pick(args=[self._p, max_batch, *served]))]
+            picked = [pairs(flat) for flat in untyped(self._pick(args=[self._p, max_batch, *served]))]
             if not picked:
                 return []
             now = self._clock()
@@ -255,7 +214,7 @@ class RedisJobStore(RedisOutbox):
             self._add_events(args=[self._p, job_id, *(event.model_dump_json() for event in events)])
 
     def events(self, job_id: str, after: int = 0) -> list[JobEvent]:
-        texts = _any(self._redis.lrange(f"{self._p}ev:{job_id}", max(after, 0), -1))
+        texts = untyped(self._redis.lrange(f"{self._p}ev:{job_id}", max(after, 0), -1))
         return [
             JobEvent.model_validate_json(text).model_copy(update={"seq": seq})
             for seq, text in enumerate(texts, start=max(after, 0) + 1)
@@ -269,7 +228,7 @@ class RedisJobStore(RedisOutbox):
         while True:
             # every id of a chunk leaves the expired range (changed, or no longer expired), so the next
             # chunk is new work
-            chunk = _any(
+            chunk = untyped(
                 self._redis.zrangebyscore(f"{self._p}leases", "-inf", f"({micros(now)}", start=0, num=_EXPIRE_CHUNK)
             )
             for job_id in chunk:
@@ -293,7 +252,9 @@ class RedisJobStore(RedisOutbox):
             return Change(stripped, request=strip_request(read.request))
 
         while True:
-            chunk = _any(self._redis.zrangebyscore(f"{self._p}done", "-inf", f"({cutoff}", start=0, num=_EXPIRE_CHUNK))
+            chunk = untyped(
+                self._redis.zrangebyscore(f"{self._p}done", "-inf", f"({cutoff}", start=0, num=_EXPIRE_CHUNK)
+            )
             for job_id in chunk:
                 if self._change(job_id, decide, raw_request=True) is not None:
                     keys.extend(output.key for output in removed)
@@ -301,7 +262,7 @@ class RedisJobStore(RedisOutbox):
                 return keys
 
     def counts(self) -> dict[JobState, int]:
-        found = _any(self._redis.hgetall(f"{self._p}counts"))
+        found = untyped(self._redis.hgetall(f"{self._p}counts"))
         return {state: int(found.get(state.value, 0)) for state in JobState}
 
     def close(self) -> None:
@@ -332,7 +293,7 @@ class RedisJobStore(RedisOutbox):
     def _write(self, changes: Sequence[tuple[Read, Change]], *, whole: bool = False) -> list[str] | None:
         """Applies the changes, each decided on its read, all or none: None if a job changed since it
         was read. With whole, the jobs' whole requests (input images included), in order."""
-        reply = _any(self._apply(args=apply_args(self._p, changes, whole=whole, now=self._clock())))
+        reply = untyped(self._apply(args=apply_args(self._p, changes, whole=whole, now=self._clock())))
         if reply == 0:
             return None
         return list(reply) if whole else []
@@ -353,8 +314,8 @@ class RedisJobStore(RedisOutbox):
         version enqueues after this are found by leases for any model only, until a store opens again:
         upgrade every node together."""
         index = self._redis.register_script(scripts.INDEX_MODEL)
-        for job_id in _any(self._redis.register_script(scripts.UNINDEXED_MODELS)(args=[self._p])):
-            request = _any(self._redis.get(f"{self._p}req:{job_id}"))
+        for job_id in untyped(self._redis.register_script(scripts.UNINDEXED_MODELS)(args=[self._p])):
+            request = untyped(self._redis.get(f"{self._p}req:{job_id}"))
             model = None if request is None else json.loads(request).get("model")
             index(args=[self._p, job_id, model or ""])
 
@@ -373,12 +334,3 @@ def _refusal(reply: list[str], job: Job, admission: Admission) -> ServeError:
 
 def _limit(value: float | None) -> str:
     return "" if value is None else repr(value)
-
-
-def _any(reply: Any) -> Any:
-    """redis-py types replies as `Awaitable | Any` for its sync and async clients alike; ours are sync."""
-    return cast(Any, reply)
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 
-from kandinsky_serve.service import served_models
+from kandinsky_serve.domain.catalogue import served
 from kandinsky_serve.settings import Settings
 from kandinsky_serve.worker.messages import ToWorker, WorkerState
 from kandinsky_serve.worker.process import FATAL_EXIT, worker_main
@@ -72,7 +72,9 @@ class Supervisor:
 
     def start(self) -> None:
         places = [
-            (device, entry.id) for entry in served_models(self.settings) for device in worker_devices(self.settings)
+            (device, entry.id)
+            for entry in served(self.settings.served_models)
+            for device in worker_devices(self.settings)
         ]
         self._workers = [self._spawn(i, device, model) for i, (device, model) in enumerate(places)]
         self._watcher = threading.Thread(target=self._watch, name="supervisor", daemon=True)
