@@ -1,7 +1,8 @@
 """The layering, checked on the source: imports parsed with `ast`, nothing imported or run.
 
-- no import cycles among module-level imports (imports under `if TYPE_CHECKING:` and inside
-  functions do not run at import time, so they are left out);
+- no import cycles among module-level imports, type-only ones (`if TYPE_CHECKING:`) included: a
+  module and what it imports read one way; an import inside a function is left out (a deliberate
+  late import, which runs on call);
 - the job service depends on no HTTP module, not even for types (api -> service, never back);
 - api/ reaches the store, blobs, notifier, workers and engine only through the runtime and the
   use cases (JobService, Deliveries): no module under api/ imports store/, blobs/, engine/, worker/,
@@ -40,15 +41,16 @@ def _modules() -> dict[str, Path]:
 MODULES = _modules()
 
 
-def _top_level(tree: ast.Module) -> Iterator[ast.stmt]:
-    """The statements that run at import, into try/if bodies, but not `if TYPE_CHECKING:`."""
+def _top_level(tree: ast.Module, typing: bool = False) -> Iterator[ast.stmt]:
+    """The statements at module level, into try/if bodies; `if TYPE_CHECKING:` ones only with `typing`."""
     for node in tree.body:
         if isinstance(node, ast.If):
-            if "TYPE_CHECKING" in ast.unparse(node.test):
+            if "TYPE_CHECKING" in ast.unparse(node.test) and not typing:
                 continue
-            yield from _top_level(ast.Module(body=[*node.body, *node.orelse], type_ignores=[]))
+            yield from _top_level(ast.Module(body=[*node.body, *node.orelse], type_ignores=[]), typing)
         elif isinstance(node, ast.Try):
-            yield from _top_level(ast.Module(body=[*node.body, *node.orelse, *node.finalbody], type_ignores=[]))
+            body = [*node.body, *node.orelse, *node.finalbody]
+            yield from _top_level(ast.Module(body=body, type_ignores=[]), typing)
         else:
             yield node
 
@@ -82,7 +84,7 @@ def _tree(path: Path) -> ast.Module:
 
 
 def _graph() -> dict[str, set[str]]:
-    return {name: _imported(name, path, _top_level(_tree(path))) for name, path in MODULES.items()}
+    return {name: _imported(name, path, _top_level(_tree(path), typing=True)) for name, path in MODULES.items()}
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
