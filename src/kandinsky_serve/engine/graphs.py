@@ -87,7 +87,9 @@ def cuda_capture(warmups: int = 2) -> Capture:
                 step(*args)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=pool[0]):
+        # thread_local: only this thread is checked; another thread of the worker that touches CUDA
+        # meanwhile must not abort the capture
+        with torch.cuda.graph(graph, pool=pool[0], capture_error_mode="thread_local"):
             out = step(*args)
         return out, graph.replay
 
