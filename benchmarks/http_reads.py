@@ -24,7 +24,7 @@ from PIL import Image
 
 data = Path(tempfile.mkdtemp()) / "data"
 port = int(os.environ.get("PORT", "8931"))
-env = {**os.environ, "HF_HUB_OFFLINE": "1", "KS_MODEL": "tiny", "KS_DATA_DIR": str(data), "KS_PORT": str(port)}
+env = {**os.environ, "HF_HUB_OFFLINE": "1", "KS_MODELS": "tiny", "KS_DATA_DIR": str(data), "KS_PORT": str(port)}
 proc = subprocess.Popen(
     [sys.executable, "-m", "kandinsky_serve", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
 )

@@ -41,7 +41,7 @@ def _start(
     model: str, data_dir: Path, max_batch: int, device: str = "cpu", dtype: str = "auto"
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
-    env = {**os.environ, "KS_MODEL": model, "KS_DATA_DIR": str(data_dir), "KS_PORT": str(port)}
+    env = {**os.environ, "KS_MODELS": model, "KS_DATA_DIR": str(data_dir), "KS_PORT": str(port)}
     env |= {"KS_MAX_BATCH": str(max_batch), "KS_PREVIEWS": "0", "KS_RATE_LIMIT_PER_MINUTE": "0"}
     env |= {"KS_MAX_JOBS_PER_KEY": "1000", "KS_DEVICE": device, "KS_DTYPE": dtype}
     process = subprocess.Popen(

@@ -135,7 +135,7 @@ def generate(
         request = GenerationRequest.parse(
             {
                 "task": chosen_task,
-                "model": model if server else model or settings.model,
+                "model": model if server else model or settings.served_models[0],
                 "prompt": prompt,
                 "negative_prompt": negative_prompt,
                 "width": width,
@@ -164,7 +164,7 @@ def generate(
 
         typer.echo(f"loading {request.model} ...", err=True)
         engine = Engine.create(
-            request.model or settings.model,
+            request.model or settings.served_models[0],
             device or settings.device,
             dtype or settings.dtype,
             EngineOptions.from_settings(settings),
