@@ -29,7 +29,7 @@ from kandinsky_serve.settings import Settings
 from kandinsky_serve.store.factory import open_blobs, open_store
 from kandinsky_serve.store.protocol import JobStore
 from kandinsky_serve.worker.janitor import Janitor
-from kandinsky_serve.worker.messages import Wake
+from kandinsky_serve.worker.messages import Cancel, Wake
 from kandinsky_serve.worker.relay import Relay
 from kandinsky_serve.worker.supervisor import Supervisor
 
@@ -96,8 +96,12 @@ class Blueprint:
             if workers is not None:
                 workers.broadcast(Wake())
 
+        def stop(job_id: str) -> None:
+            if workers is not None:
+                workers.broadcast(Cancel(job_id))
+
         files = open_files(settings, blobs)
-        janitor = Janitor(settings, store, blobs, notifier.publish, requeued, files=files)
+        janitor = Janitor(settings, store, blobs, notifier.publish, requeued, files=files, on_stop_running=stop)
         return Runtime(
             settings=settings,
             service=service,

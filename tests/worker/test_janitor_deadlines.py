@@ -17,7 +17,15 @@ def test_jobs_past_their_deadline_are_canceled_as_a_caller_would_with_the_reason
     clock = FakeClock()
     store = SqliteJobStore(tmp_path / "jobs.db", clock=clock)
     changed: list[tuple[str, ...]] = []
-    janitor = Janitor(Settings(data_dir=tmp_path), store, LocalBlobStore(tmp_path / "blobs"), changed.append, list)
+    stopped: list[str] = []
+    janitor = Janitor(
+        Settings(data_dir=tmp_path),
+        store,
+        LocalBlobStore(tmp_path / "blobs"),
+        changed.append,
+        list,
+        on_stop_running=stopped.append,
+    )
 
     def job(seconds: float | None, created: int) -> Job:
         cancel_at = None if seconds is None else clock.now + timedelta(seconds=seconds)
@@ -33,6 +41,7 @@ def test_jobs_past_their_deadline_are_canceled_as_a_caller_would_with_the_reason
     assert janitor.cancel_overdue() == [queued.id]
     assert janitor.cancel_overdue() == []  # each once
     assert changed == [(running.id,), (queued.id,)]
+    assert stopped == [running.id]  # its worker is told at once; the queued one needs no worker
 
     now_running, now_queued = store.get(running.id), store.get(queued.id)
     assert now_running.state is JobState.RUNNING and now_running.cancel_requested  # its worker stops it

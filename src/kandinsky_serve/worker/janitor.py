@@ -34,6 +34,7 @@ class Janitor:
         on_jobs_changed: Callable[[tuple[str, ...]], None],
         on_requeued: Callable[[], None],
         files: FileService | None = None,
+        on_stop_running: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -41,6 +42,8 @@ class Janitor:
         self.on_jobs_changed = on_jobs_changed
         self.on_requeued = on_requeued
         self.files = files
+        # tells the workers to stop a running job now, not at their next heartbeat
+        self.on_stop_running = on_stop_running
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="janitor", daemon=True)
 
@@ -66,8 +69,9 @@ class Janitor:
 
     def cancel_overdue(self) -> list[str]:
         """Cancels the jobs past their deadline as a caller's cancel would: a queued one at once, a
-        running one at its worker's next step (it sees the request at its next heartbeat). The
-        reason goes to the job's log. Returns the ids of the jobs changed."""
+        running one at its worker's next step (told at once through on_stop_running; a worker that
+        misses it sees the request at its next heartbeat). The reason goes to the job's log. Returns
+        the ids of the jobs changed."""
         changed = []
         for job_id in self.store.overdue():
             job = self.store.cancel(job_id)
@@ -75,6 +79,8 @@ class Janitor:
             if job is not None and (job.cancel_requested or job.state is JobState.CANCELED):
                 self.store.add_events(job_id, [JobEvent(message=DEADLINE_NOTE)])
                 changed.append(job_id)
+                if job.state is JobState.RUNNING and self.on_stop_running is not None:
+                    self.on_stop_running(job_id)
         if changed:
             log.info("canceled %d job(s) past their Cancel-After deadline", len(changed), extra={"job_ids": changed})
             self.on_jobs_changed(tuple(changed))
