@@ -23,17 +23,14 @@ from diffusers import UnCLIPScheduler
 from PIL import Image
 
 from kandinsky_serve.engine import legacy, prior_step
-from kandinsky_serve.engine.prior_step import PriorStep, StepFn
+from kandinsky_serve.engine.graphs import Wrap, unwrapped
+from kandinsky_serve.engine.prior_step import PriorStep
 from kandinsky_serve.engine.sources import PriorParts
 
 StepCallback = Callable[[int, int], None]
 
 _TEXT_CACHE_SIZE = 256
 _SCHEDULE_CACHE_SIZE = 64
-
-
-def _identity(step: PriorStep) -> StepFn:
-    return step
 
 
 @dataclass(frozen=True)
@@ -74,7 +71,7 @@ class PriorRunner:
         self._zero: torch.Tensor | None = None
         # where a captured or compiled step goes in (once per sample() call); tests put
         # torch.compile(fullgraph=True) here to prove the step never breaks the graph
-        self.wrap: Callable[[PriorStep], StepFn] = _identity
+        self.wrap: Wrap = unwrapped
         self._schedules: dict[int, tuple[prior_step.PriorSchedule, tuple[torch.Tensor, ...]]] = {}
 
     @property

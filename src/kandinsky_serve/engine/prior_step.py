@@ -14,14 +14,11 @@ tensors in, next latents out, the same shapes at every step.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from diffusers import UnCLIPScheduler
-
-StepFn = Callable[..., torch.Tensor]
-
 
 # coefficient row columns
 _SQRT_BETA_PROD, _SQRT_ALPHA_PROD, _X0_COEFF, _SAMPLE_COEFF, _NOISE_A, _NOISE_B = range(6)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -67,13 +66,11 @@ def parse(text: str, *, max_batch: int, gpu: bool, compiling: bool) -> list[Buck
     return list(dict.fromkeys(buckets))
 
 
-def warm_up(engine: Engine, buckets: list[Bucket], on_bucket: Callable[[int, Bucket], None] | None = None) -> float:
+def warm_up(engine: Engine, buckets: list[Bucket]) -> float:
     """Runs each bucket once, as `batch` one-image requests of the model's defaults (its default
     scheduler, CFG on: what most requests are). Returns the seconds it took."""
     start = time.perf_counter()
     for index, bucket in enumerate(buckets):
-        if on_bucket is not None:
-            on_bucket(index, bucket)
         request = GenerationRequest.parse(
             {
                 "prompt": "warm-up",

@@ -12,7 +12,6 @@ import logging
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from types import FrameType
@@ -76,13 +75,12 @@ def _warm_up(engine: Engine, buckets: list[warmup.Bucket], device: str, emit: Em
     skipped: requests of that shape will say why themselves."""
     for index, bucket in enumerate(buckets):
         emit(StateChanged(WorkerState.WARMING, device, f"{bucket} ({index + 1} of {len(buckets)})"))
-        start = time.perf_counter()
         try:
-            warmup.warm_up(engine, [bucket])
+            seconds = warmup.warm_up(engine, [bucket])
         except ServeError as error:
             log.warning("warm-up of %s failed: %s", bucket, error.message)
             continue
-        log.info("warmed %s in %.1f s", bucket, time.perf_counter() - start)
+        log.info("warmed %s in %.1f s", bucket, seconds)
 
 
 def needs_store_url(command: str) -> ServeError:
