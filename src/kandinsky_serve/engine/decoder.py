@@ -111,14 +111,14 @@ def denoise(
     scheduler: SchedulerAdapter,
     job: DenoiseJob,
     check: StepCheck | None = None,
-    wrap: Wrap | None = None,
+    wrap: Wrap = unwrapped,
 ) -> DenoiseResult:
     """Runs the job's steps: through engine.steps' capture-safe step where the scheduler has a pure
     form (the same pictures, bit for bit in float32), else through the diffusers scheduler. `wrap`
     takes the capture-safe step (engine.graphs replays it as a CUDA graph)."""
     schedule = steps.plan(scheduler, job.timesteps)
     if schedule is not None:
-        return DenoiseResult(*_captured_loop(unet, scheduler, job, schedule, check, wrap or unwrapped))
+        return DenoiseResult(*_captured_loop(unet, scheduler, job, schedule, check, wrap))
     return _denoise_with_scheduler(unet, scheduler, job, check)
 
 
@@ -188,7 +188,7 @@ def _captured_loop(
     job: DenoiseJob,
     schedule: PureScheduler,
     check: StepCheck | None,
-    wrap: Wrap = unwrapped,
+    wrap: Wrap,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The loop: the step per timestep, then progress and cancel on the host. (latents, rows kept)."""
     layout = steps.memory_format(unet)
