@@ -30,9 +30,9 @@ from schemathesis.checks import CHECKS, load_all_checks
 from kandinsky_serve.api.compose import serve_app
 from kandinsky_serve.api.dialects.segmind import SLUGS
 from kandinsky_serve.api.openapi_export import DEFAULT_PATH, schema
-from kandinsky_serve.api.state import AppState
 from kandinsky_serve.domain.job import Output
 from kandinsky_serve.domain.request import OutputFormat, Task
+from kandinsky_serve.runtime import Runtime
 from kandinsky_serve.settings import Settings
 
 REGENERATE = "regenerate it with `make openapi` (or `.venv/bin/python -m kandinsky_serve.api.openapi_export`)"
@@ -107,7 +107,7 @@ class InstantWorker(threading.Thread):
 
     def run(self) -> None:
         while not self.stopping.wait(0.02):
-            state: AppState | None = getattr(self.app.state, "ks", None)
+            state: Runtime | None = getattr(self.app.state, "ks", None)
             if state is None:
                 continue
             try:
@@ -115,7 +115,7 @@ class InstantWorker(threading.Thread):
             except RuntimeError:  # the lifespan has ended and closed the store: nothing left to do
                 return
 
-    def complete_queued(self, state: AppState) -> None:
+    def complete_queued(self, state: Runtime) -> None:
         store, blobs = state.store, state.blobs  # the runtime's own: this thread plays the worker
         for job in store.lease("fuzz", max_batch=8, lease_seconds=60):
             outputs = []

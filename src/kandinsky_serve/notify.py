@@ -36,8 +36,7 @@ class Update:
 class Watch:
     """One follower of one job: every update since it began, in order. Lives on the event loop."""
 
-    def __init__(self, job_id: str, steps: bool) -> None:
-        self.job_id = job_id
+    def __init__(self, steps: bool) -> None:
         self.steps = steps  # whether it receives progress, or changes of the record only
         self._pending: collections.deque[Update] = collections.deque()
         self._arrived = asyncio.Event()
@@ -91,10 +90,6 @@ class Notifier(Protocol):
 
     def progress(self, job_id: str) -> ProgressEvent | None:
         """The job's latest live progress, if it is running here."""
-        ...
-
-    def preview(self, job_id: str) -> str | None:
-        """The job's latest preview (a data URI), if it has one."""
         ...
 
     def subscribe(self) -> asyncio.Queue[str]:
@@ -154,7 +149,7 @@ class LocalNotifier:
 
     @contextmanager
     def watch(self, job_id: str, steps: bool = False) -> Iterator[Watch]:
-        watch = Watch(job_id, steps)
+        watch = Watch(steps)
         if steps and (latest := self._progress.get(job_id)) is not None:
             watch.put(Update(latest, self._previews.get(job_id)))
         self._watches[job_id].add(watch)
@@ -171,9 +166,6 @@ class LocalNotifier:
 
     def progress(self, job_id: str) -> ProgressEvent | None:
         return self._progress.get(job_id)
-
-    def preview(self, job_id: str) -> str | None:
-        return self._previews.get(job_id)
 
     def subscribe(self) -> asyncio.Queue[str]:
         queue: asyncio.Queue[str] = asyncio.Queue()

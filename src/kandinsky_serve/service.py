@@ -70,6 +70,7 @@ class JobService:
         # private: dialects ask the service (logs, images, progress...), never the store, blobs or notifier
         self._store = store
         self._blobs = blobs
+        self._reader = _ReadOnly(blobs)
         self._notifier = notifier
         self.workers = workers
         # counts submissions, not status polls: SDKs poll once a second, and the GPUs are guarded by
@@ -159,9 +160,11 @@ class JobService:
     def served_ids(self) -> str:
         return ", ".join(entry.id for entry in self.models)
 
-    def model_status(self) -> list[dict[str, object]]:
-        """Each served model (the default first) and how many of its workers are up (ready or busy)."""
-        workers = self.workers.status() if self.workers is not None else []
+    def model_status(self, workers: list[dict[str, object]] | None = None) -> list[dict[str, object]]:
+        """Each served model (the default first) and how many of its workers are up (ready or busy),
+        from `workers` (their status, as the caller just read it) or asked of the workers now."""
+        if workers is None:
+            workers = self.workers.status() if self.workers is not None else []
         up: dict[str, int] = {}
         for worker in workers:
             if worker.get("state") in ("ready", "busy"):
@@ -261,7 +264,7 @@ class JobService:
     def reader(self) -> BlobReader:
         """Stored files by key (outputs behind signed links, and what a dialect reads them by): read
         only, since only workers and the files service write them."""
-        return _ReadOnly(self._blobs)
+        return self._reader
 
     def progress(self, job_id: str) -> ProgressEvent | None:
         """The running job's latest step, as this process last heard it (None: none heard)."""

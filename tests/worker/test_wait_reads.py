@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Any
 
-from kandinsky_serve.api.auth import Caller
+from kandinsky_serve.auth.caller import Caller
 from kandinsky_serve.blobs.local import LocalBlobStore
 from kandinsky_serve.domain import GenerationRequest, Stage
 from kandinsky_serve.domain.job import Job, JobState

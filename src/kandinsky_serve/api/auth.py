@@ -64,4 +64,4 @@ def caller_owner(caller: Annotated[Caller, Depends(authenticate)]) -> str:
 CallerDep = Annotated[Caller, Depends(authenticate)]
 Owner = Annotated[str, Depends(caller_owner)]
 
-__all__ = ["LOCAL_OWNER", "Caller", "CallerDep", "Owner", "api_key_from", "authenticate", "keys_required"]
+__all__ = ["LOCAL_OWNER", "CallerDep", "Owner", "api_key_from", "authenticate", "keys_required"]

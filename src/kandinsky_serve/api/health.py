@@ -76,7 +76,7 @@ def readyz(state: State) -> JSONResponse:
         store_ok = True
     except Exception:
         counts, store_ok = {}, False
-    models = state.service.model_status()
+    models = state.service.model_status(workers)
     ready = store_ok and all(model["ready"] for model in models)
     body = {
         "ready": ready,

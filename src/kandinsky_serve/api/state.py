@@ -9,9 +9,6 @@ from fastapi import Depends, Request
 from kandinsky_serve.runtime import Runtime
 from kandinsky_serve.service import JobService
 
-# the name routes and dialects know it by
-AppState = Runtime
-
 
 def app_state(request: Request) -> Runtime:
     state: Runtime = request.app.state.ks

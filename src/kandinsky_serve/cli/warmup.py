@@ -39,12 +39,7 @@ def warmup_command(
         settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
         for name in model or settings.served_models:
             engine = Engine.create(name, settings.device, settings.dtype, EngineOptions.from_settings(settings))
-            plan = warmup.parse(
-                settings.warmup,
-                max_batch=settings.max_batch,
-                gpu=engine.device.type == "cuda",
-                compiling=settings.compile != "off",
-            )
+            plan = warmup.plan(settings, engine)
             if not plan:
                 typer.echo(f"{name}: nothing to warm on {engine.device} (KS_WARMUP={settings.warmup})")
             for bucket in plan:

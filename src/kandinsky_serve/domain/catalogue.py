@@ -167,7 +167,7 @@ def resolve(model_id: str) -> ModelEntry:
 
 
 # A local folder holds one folder per hub repo, named like the repo; the prior's says which family it
-# is (as engine.hub.HubSource.from_folder decides, 2.2 when both are there). engine.hub checks the rest.
+# is (2.2 when both are there). engine.hub.HubSource.from_folder asks here, and checks the rest.
 PRIOR_FOLDERS = {Family.K22: "kandinsky-2-2-prior", Family.K21: "kandinsky-2-1-prior"}
 
 

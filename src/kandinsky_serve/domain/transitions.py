@@ -16,7 +16,7 @@ job nobody has taken yet is still good.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -41,11 +41,6 @@ def check_new(job: Job) -> None:
     """What enqueue refuses: a job stored RUNNING would have no lease holder to finish it."""
     if job.state is JobState.RUNNING:
         raise ValueError("a job cannot be enqueued as running: no worker holds a lease on it")
-
-
-def serves(job: Job, models: Collection[str] | None) -> bool:
-    """Whether a lease for `models` (None: any) may take the job."""
-    return models is None or (job.request.model is not None and job.request.model in models)
 
 
 def lease(job: Job, worker: str, now: datetime, lease_seconds: float) -> Record:

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from kandinsky_serve.domain.catalogue import folder_family
 from kandinsky_serve.domain.errors import ErrorCode, ServeError
 from kandinsky_serve.engine.handover import hand_over, no_decoder_text, no_unet
 from kandinsky_serve.engine.sources import DecoderTextParts, Family, PriorParts, UNetKind
@@ -90,16 +91,8 @@ class HubSource:
         root = Path(path).expanduser()
         if not root.is_dir():
             raise ServeError(ErrorCode.MODEL_UNAVAILABLE, f"Model folder {root} does not exist.")
-        present = [f for f in (Family.K22, Family.K21) if (root / repo_folder(REPOS[f].prior)).is_dir()]
         if family is None:
-            if not present:
-                raise ServeError(
-                    ErrorCode.MODEL_UNAVAILABLE,
-                    f"{root} is not a Kandinsky weights folder: it needs one folder per hub repo, named like the "
-                    "repo (kandinsky-2-2-prior/ and kandinsky-2-2-decoder/, or kandinsky-2-1-prior/ and "
-                    "kandinsky-2-1/).",
-                )
-            family = present[0]
+            family = folder_family(root)
         repos = REPOS[family]
         missing = [
             f"{repo_folder(repo)}/{part}/"

@@ -24,6 +24,7 @@ from kandinsky_serve.domain.request import MAX_SIDE, MIN_SIDE, GenerationRequest
 
 if TYPE_CHECKING:
     from kandinsky_serve.engine.engine import Engine
+    from kandinsky_serve.settings import Settings
 
 _STEPS = 2  # every step of a bucket is the same graph; two show the capture is replayed
 
@@ -64,6 +65,16 @@ def parse(text: str, *, max_batch: int, gpu: bool, compiling: bool) -> list[Buck
                 raise invalid("warmup", f"{entry!r}: a batch of {batch} images cannot happen here")
             buckets.append(Bucket(width, height, int(batch)))
     return list(dict.fromkeys(buckets))
+
+
+def plan(settings: Settings, engine: Engine) -> list[Bucket]:
+    """The buckets KS_WARMUP names for this engine (its device, the server's batch and compile)."""
+    return parse(
+        settings.warmup,
+        max_batch=settings.max_batch,
+        gpu=engine.device.type == "cuda",
+        compiling=settings.compile != "off",
+    )
 
 
 def warm_up(engine: Engine, buckets: list[Bucket]) -> float:

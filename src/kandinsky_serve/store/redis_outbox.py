@@ -7,12 +7,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
 
 import redis
 
 from kandinsky_serve.domain import transitions
 from kandinsky_serve.domain.job import WebhookEvent
+from kandinsky_serve.redis_server import untyped
 from kandinsky_serve.store import redis_scripts as scripts
 from kandinsky_serve.store.outbox import Claimed
 from kandinsky_serve.store.redis_records import micros, pairs, read_of
@@ -37,7 +37,7 @@ class RedisOutbox:
         now = self._clock()
         until = now + timedelta(seconds=claim_seconds)
         token = os.urandom(8).hex()
-        reply = _any(self._claim(args=[self._p, micros(now), micros(until), token]))
+        reply = untyped(self._claim(args=[self._p, micros(now), micros(until), token]))
         if not reply:
             return None
         fields = pairs(reply)
@@ -60,13 +60,13 @@ class RedisOutbox:
         self._retry(args=[self._p, claimed.key, claimed.token, micros(at)])
 
     def pending(self) -> int:
-        return int(_any(self._redis.zcard(f"{self._p}outbox")))
+        return int(untyped(self._redis.zcard(f"{self._p}outbox")))
 
     def overdue(self) -> list[str]:
         """p:deadlines chooses them (the scripts keep only jobs a cancel would change there),
         transitions.overdue decides."""
         now = self._clock()
-        ids = _any(self._redis.zrangebyscore(f"{self._p}deadlines", "-inf", micros(now), start=0, num=_CHUNK))
+        ids = untyped(self._redis.zrangebyscore(f"{self._p}deadlines", "-inf", micros(now), start=0, num=_CHUNK))
         if not ids:
             return []
         pipe = self._redis.pipeline(transaction=False)
@@ -77,7 +77,3 @@ class RedisOutbox:
             if fields and transitions.overdue(read_of(fields).record.job, now):
                 found.append(job_id)
         return found
-
-
-def _any(reply: Any) -> Any:
-    return cast(Any, reply)

@@ -94,11 +94,6 @@ def read_record(fields: dict[str, str], request: str | None) -> Record:
     return Record(read_job(fields, request), fields.get("worker") or None, _time(fields.get("lease", "")))
 
 
-def whole_job(fields: dict[str, str], request: str) -> Job:
-    """The job with its inputs, from p:inp (or p:req where there is none), for the worker that runs it."""
-    return _job(fields, load_request(request, data_removed=fields["removed"] == "1"))
-
-
 def _job(fields: dict[str, str], request: GenerationRequest | None) -> Job:
     job = load_job(fields["job"], request)
     code = json.loads(fields["error_code"])

@@ -63,7 +63,7 @@ class Janitor:
                 self.cancel_overdue()
                 if time.monotonic() - last >= interval:
                     last = time.monotonic()
-                    self.tick(deadlines=False)
+                    self.tick()
             except Exception:  # upkeep must outlive a busy database
                 log.exception("janitor tick failed")
 
@@ -86,9 +86,8 @@ class Janitor:
             self.on_jobs_changed(tuple(changed))
         return changed
 
-    def tick(self, *, deadlines: bool = True) -> None:
-        if deadlines:
-            self.cancel_overdue()
+    def tick(self) -> None:
+        """Gives lost workers' jobs back and removes data past retention (deadlines: cancel_overdue)."""
         reclaimed = self.store.reclaim(max_attempts=self.settings.max_attempts)
         if reclaimed:
             log.warning("reclaimed %d job(s) from lost workers", len(reclaimed))

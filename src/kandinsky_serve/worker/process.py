@@ -45,12 +45,7 @@ def run_worker(settings: Settings, worker_id: str, device: str, model: str, emit
         from kandinsky_serve.engine.speed import EngineOptions
 
         engine = Engine.create(model, device, settings.dtype, EngineOptions.from_settings(settings))
-        buckets = warmup.parse(
-            settings.warmup,
-            max_batch=settings.max_batch,
-            gpu=engine.device.type == "cuda",
-            compiling=settings.compile != "off",
-        )
+        buckets = warmup.plan(settings, engine)
     except ServeError as error:
         emit(StateChanged(WorkerState.DEFUNCT, device, error.message))
         sys.exit(FATAL_EXIT)

@@ -15,7 +15,7 @@ import anyio
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
-from kandinsky_serve.api.auth import Caller, CallerDep
+from kandinsky_serve.api.auth import CallerDep
 from kandinsky_serve.api.dialects.openai import translate
 from kandinsky_serve.api.dialects.openai.problems import openai_errors
 from kandinsky_serve.api.dialects.openai.translate import Common, ResponseFormat
@@ -23,6 +23,7 @@ from kandinsky_serve.api.disconnect import client_gone
 from kandinsky_serve.api.errors import ON_RUN, ON_SUBMIT
 from kandinsky_serve.api.state import Service
 from kandinsky_serve.api.urls import file_url
+from kandinsky_serve.auth.caller import Caller
 from kandinsky_serve.domain import catalogue
 from kandinsky_serve.domain.catalogue import Weights
 from kandinsky_serve.domain.errors import ErrorCode, ServeError, invalid

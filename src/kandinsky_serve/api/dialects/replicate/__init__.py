@@ -1,7 +1,7 @@
 """Replicate's predictions and files APIs (reference §1), wire-compatible with replicate-python 1.0.7.
 
-`background` drains the webhook outbox for the server's lifetime (any node sends any prediction's
-webhooks); the app starts and cancels it.
+Its background task, `webhooks.deliver_webhooks`, drains the webhook outbox for the server's lifetime
+(any node sends any prediction's webhooks); the app starts and cancels it.
 """
 
 from __future__ import annotations
@@ -13,17 +13,12 @@ from kandinsky_serve.api.dialects.replicate.files import router as files_router
 from kandinsky_serve.api.dialects.replicate.problems import render_error
 from kandinsky_serve.api.dialects.replicate.router import router as predictions_router
 from kandinsky_serve.api.dialects.replicate.webhooks import deliver_webhooks
-from kandinsky_serve.api.state import AppState
 
 router = APIRouter()
 router.include_router(predictions_router)
 router.include_router(files_router)
 
 
-async def background(state: AppState) -> None:
-    await deliver_webhooks(state)
+DIALECT = Dialect("replicate", router, render_error, deliver_webhooks)
 
-
-DIALECT = Dialect("replicate", router, render_error, background)
-
-__all__ = ["DIALECT", "background", "router"]
+__all__ = ["DIALECT", "router"]

@@ -14,7 +14,7 @@ import anyio
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
-from kandinsky_serve.api.auth import Caller, CallerDep, Owner
+from kandinsky_serve.api.auth import CallerDep, Owner
 from kandinsky_serve.api.dialects.replicate import schemas, translate
 from kandinsky_serve.api.dialects.replicate.files import local_files
 from kandinsky_serve.api.dialects.replicate.pages import PAGE_SIZE, links
@@ -27,6 +27,7 @@ from kandinsky_serve.api.idempotency import idempotency_key
 from kandinsky_serve.api.inputs import check_public_url
 from kandinsky_serve.api.state import Service
 from kandinsky_serve.api.urls import base_url, file_url
+from kandinsky_serve.auth.caller import Caller
 from kandinsky_serve.domain.errors import ErrorCode, ServeError, invalid
 from kandinsky_serve.domain.job import Job, utcnow
 from kandinsky_serve.domain.meta import ReplicateMeta

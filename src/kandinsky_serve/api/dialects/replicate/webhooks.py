@@ -32,13 +32,13 @@ from fastapi import Request
 from kandinsky_serve.api.dialects.replicate.schemas import for_family
 from kandinsky_serve.api.dialects.replicate.signing import secret_for, signature
 from kandinsky_serve.api.dialects.replicate.translate import prediction
-from kandinsky_serve.api.state import AppState
 from kandinsky_serve.api.urls import file_url
 from kandinsky_serve.deliveries import Claimed
 from kandinsky_serve.domain.errors import invalid
 from kandinsky_serve.domain.job import Job, Webhook, WebhookEvent, utcnow
 from kandinsky_serve.domain.meta import ReplicateMeta
 from kandinsky_serve.net import pinned
+from kandinsky_serve.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def subscriptions(body: dict[str, Any], check_url: Callable[[str, str], None]) -
     return tuple(hooks)
 
 
-def request_for(state: AppState, base: str) -> Request:
+def request_for(state: Runtime, base: str) -> Request:
     """A stand-in for the request that created the job, so output URLs are built the one way
     `api.urls` builds them, long after that request is gone."""
     parts = urlsplit(base)
@@ -104,7 +104,7 @@ def retry_delay(attempts: int) -> float:
 
 
 class Deliverer:
-    def __init__(self, state: AppState) -> None:
+    def __init__(self, state: Runtime) -> None:
         self.state = state
         self.outbox = state.deliveries
         self.tasks: set[asyncio.Task[None]] = set()
@@ -225,7 +225,7 @@ class Deliverer:
             return _Sent.FAILED
 
 
-async def deliver_webhooks(state: AppState) -> None:
+async def deliver_webhooks(state: Runtime) -> None:
     """Drains the outbox for the server's lifetime: at once when a job changes here, and every
     POLL_SECONDS for retries that come due and deliveries other processes queued."""
     changes = state.deliveries.changes()

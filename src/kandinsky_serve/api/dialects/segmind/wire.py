@@ -16,10 +16,11 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
-from kandinsky_serve.api.auth import LOCAL_OWNER, Caller, api_key_from, authenticate, keys_required
+from kandinsky_serve.api.auth import LOCAL_OWNER, api_key_from, authenticate, keys_required
 from kandinsky_serve.api.errors import Responses, error_headers, error_responses
 from kandinsky_serve.api.json_body import read_object
 from kandinsky_serve.api.state import app_state
+from kandinsky_serve.auth.caller import Caller
 from kandinsky_serve.domain.errors import ErrorCode, ServeError
 
 CREDITS_HEADER = "x-remaining-credits"
