@@ -13,9 +13,8 @@ import redis
 
 from kandinsky_serve.domain.job import Job, JobState
 from kandinsky_serve.store import SqliteJobStore
-from kandinsky_serve.store.codec import job_json, strip_request
+from kandinsky_serve.store.codec import job_json, micros, strip_request
 from kandinsky_serve.store.redis import RedisJobStore
-from kandinsky_serve.store.sqlite_rows import micros
 from kandinsky_serve.store.sqlite_schema import _SCHEMA_V1
 
 from . import LEASE, W1, as_read, inputs_kept, lease_one, output

@@ -11,6 +11,7 @@ compatible with the others' data.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kandinsky_serve.domain.job import Job
@@ -101,3 +102,18 @@ def _stripped(data: dict[str, Any]) -> dict[str, Any]:
         "hint": None,
         "fuse": [{**item, "image": None} for item in data.get("fuse", ())],
     }
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def micros(moment: datetime) -> int:
+    """Microseconds since the epoch, how both stores keep times: exact integers sort right where float
+    seconds could tie or drift."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)  # naive times are UTC throughout kandinsky_serve
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def from_micros(value: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=value)

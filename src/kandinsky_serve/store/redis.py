@@ -34,7 +34,7 @@ from kandinsky_serve.domain.job import Job, JobEvent, JobState, Output, utcnow
 from kandinsky_serve.domain.transitions import Record
 from kandinsky_serve.redis_server import check_server, connect, untyped
 from kandinsky_serve.store import redis_scripts as scripts
-from kandinsky_serve.store.codec import job_json, split_request, strip_request
+from kandinsky_serve.store.codec import job_json, micros, split_request, strip_request
 from kandinsky_serve.store.protocol import (
     Admission,
     Heartbeat,
@@ -49,7 +49,6 @@ from kandinsky_serve.store.redis_records import (
     Read,
     apply_args,
     live_fields,
-    micros,
     pairs,
     read_job,
     read_of,

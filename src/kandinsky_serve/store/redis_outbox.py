@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import redis
 
@@ -14,10 +14,10 @@ from kandinsky_serve.domain import transitions
 from kandinsky_serve.domain.job import WebhookEvent
 from kandinsky_serve.redis_server import untyped
 from kandinsky_serve.store import redis_scripts as scripts
+from kandinsky_serve.store.codec import from_micros, micros
 from kandinsky_serve.store.outbox import Claimed
-from kandinsky_serve.store.redis_records import micros, pairs, read_of
+from kandinsky_serve.store.redis_records import pairs, read_of
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _CHUNK = 100
 
 
@@ -47,7 +47,7 @@ class RedisOutbox:
             event=WebhookEvent(fields["event"]),
             url=fields["url"],
             attempts=int(fields["attempts"]),
-            created_at=_EPOCH + timedelta(microseconds=int(fields["created"])),
+            created_at=from_micros(int(fields["created"])),
             rev=int(fields["rev"]),
             token=token,
             claimed_until=until,

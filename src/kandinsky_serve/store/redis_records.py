@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 from pydantic import TypeAdapter
 
@@ -21,9 +21,8 @@ from kandinsky_serve.domain.errors import ErrorCode
 from kandinsky_serve.domain.job import Job, JobState, Output
 from kandinsky_serve.domain.request import GenerationRequest
 from kandinsky_serve.domain.transitions import Record
-from kandinsky_serve.store.codec import load_job, load_request, load_summary
+from kandinsky_serve.store.codec import from_micros, load_job, load_request, load_summary, micros
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _OUTPUTS = TypeAdapter(list[Output])
 
 
@@ -116,12 +115,5 @@ def pairs(flat: list[str]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
-def micros(moment: datetime) -> int:
-    """Microseconds since the epoch: exact integers sort right where float seconds could tie or drift."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)  # naive times are UTC throughout kandinsky_serve
-    return (moment - _EPOCH) // timedelta(microseconds=1)
-
-
 def _time(value: str) -> datetime | None:
-    return None if value == "" else _EPOCH + timedelta(microseconds=int(value))
+    return None if value == "" else from_micros(int(value))

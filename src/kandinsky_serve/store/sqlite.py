@@ -36,6 +36,7 @@ from kandinsky_serve.domain.errors import ErrorCode, invalid
 from kandinsky_serve.domain.job import Job, JobEvent, JobState, Output, utcnow
 from kandinsky_serve.domain.transitions import Record
 from kandinsky_serve.store import sqlite_outbox
+from kandinsky_serve.store.codec import micros
 from kandinsky_serve.store.outbox import Claimed
 from kandinsky_serve.store.protocol import Admission, Heartbeat, JobPage
 from kandinsky_serve.store.sqlite_admission import admit, spent
@@ -46,7 +47,6 @@ from kandinsky_serve.store.sqlite_rows import (
     SELECT_RECORD,
     SELECT_WHOLE,
     insert,
-    micros,
     oldest_queued,
     read_job,
     read_record,

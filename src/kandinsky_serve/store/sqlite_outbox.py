@@ -10,15 +10,15 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from kandinsky_serve.domain import transitions
 from kandinsky_serve.domain.job import WebhookEvent
 from kandinsky_serve.domain.transitions import Delivery
+from kandinsky_serve.store.codec import from_micros, micros
 from kandinsky_serve.store.outbox import Claimed
-from kandinsky_serve.store.sqlite_rows import SELECT_FACTS, micros, read_record
+from kandinsky_serve.store.sqlite_rows import SELECT_FACTS, read_record
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _CHUNK = 100
 
 
@@ -55,7 +55,7 @@ def claim(conn: sqlite3.Connection, now: datetime, claim_seconds: float) -> Clai
         event=WebhookEvent(event),
         url=url,
         attempts=int(attempts) + 1,
-        created_at=_EPOCH + timedelta(microseconds=created),
+        created_at=from_micros(created),
         rev=int(rev),
         token=token,
         claimed_until=until,

@@ -11,11 +11,20 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Collection
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 from kandinsky_serve.domain.job import Job
 from kandinsky_serve.domain.transitions import Record
-from kandinsky_serve.store.codec import job_json, load_job, load_request, load_summary, split_request, strip_request
+from kandinsky_serve.store.codec import (
+    from_micros,
+    job_json,
+    load_job,
+    load_request,
+    load_summary,
+    micros,
+    split_request,
+    strip_request,
+)
 
 # A job as reads return it. Callers append WHERE/ORDER BY on aliases j and r.
 SELECT_JOB = "SELECT j.job, r.request FROM jobs j JOIN requests r ON r.job_id = j.id"
@@ -31,8 +40,6 @@ SELECT_FACTS_OF_IDS = """SELECT j.job, NULL, j.worker, j.lease_expires FROM jobs
     WHERE j.id IN (SELECT value FROM json_each(?))"""  # the ids as a JSON list
 _SAVE = """UPDATE jobs SET state = ?, attempts = ?, completed_at = ?, data_removed = ?, cancel_requested = ?,
     worker = ?, lease_expires = ?, job = ? WHERE id = ?"""
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def insert(conn: sqlite3.Connection, job: Job) -> None:
@@ -93,7 +100,7 @@ def save_record(conn: sqlite3.Connection, record: Record) -> None:
 def read_record(job: str, request: str | None, worker: str | None, lease_expires: int | None) -> Record:
     """A row of SELECT_RECORD or SELECT_FACTS."""
     facts = load_job(job) if request is None else read_job(job, request)
-    return Record(facts, worker, None if lease_expires is None else _EPOCH + timedelta(microseconds=lease_expires))
+    return Record(facts, worker, None if lease_expires is None else from_micros(lease_expires))
 
 
 def remove_inputs(conn: sqlite3.Connection, job_id: str, request: str) -> None:
@@ -110,13 +117,6 @@ def read_job(job: str, request: str) -> Job:
 def whole_job(job: str, request: str, data_removed: int) -> Job:
     """A row of SELECT_WHOLE: the job with its inputs."""
     return load_job(job, load_request(request, data_removed=bool(data_removed)))
-
-
-def micros(moment: datetime) -> int:
-    """Microseconds since the epoch: exact integers sort right where float seconds could tie or drift."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)  # naive times are UTC throughout kandinsky_serve
-    return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
 def micros_or_none(moment: datetime | None) -> int | None:
